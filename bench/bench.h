@@ -1,0 +1,46 @@
+/* bench.h - clock, memory and the one-line result of ../shared/peers'
+ * contract: workload=... peer=libfutures n=... wall_s=... ops_per_s=... ns_per_op=... */
+#ifndef FUT_BENCH_H
+#define FUT_BENCH_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline long bench_arg_n(int argc, char **argv, long dflt)
+{
+    long n = argc > 1 ? atol(argv[1]) : dflt;
+
+    if (n <= 0) {
+        fprintf(stderr, "usage: %s N (a positive count)\n", argv[0]);
+        exit(2);
+    }
+    return n;
+}
+
+static inline void bench_report(const char *workload, long n, double wall)
+{
+    printf("workload=%s peer=libfutures n=%ld wall_s=%.6f ops_per_s=%.0f ns_per_op=%.1f\n",
+           workload, n, wall, wall > 0 ? (double)n / wall : 0.0, wall * 1e9 / (double)n);
+    fflush(stdout);
+}
+
+#define BENCH_CHECK(cond, ...)                                   \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            fprintf(stderr, "VERIFY FAILED: " __VA_ARGS__);      \
+            fputc('\n', stderr);                                 \
+            exit(1);                                             \
+        }                                                        \
+    } while (0)
+
+#endif

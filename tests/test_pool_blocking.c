@@ -1,0 +1,249 @@
+/* test_pool_blocking.c - the blocking lane: threads made on demand up to the cap (64 sleeping jobs at once), the cap enforced, idle threads retire and new ones start again. */
+#include "testutil.h"
+
+typedef struct bjob {
+    fut_pool_job job;
+    tu_conc *conc;         /* concurrency meter shared by the batch */
+    int target;            /* hold until this many ran at once... */
+    uint64_t deadline_ns;  /* ...or until this time */
+    tu_gate *gate;         /* or hold on this gate, if set */
+    unsigned sleep_us;     /* then block this long */
+    atomic_int ran;
+    atomic_int other;      /* calls with status != 0 */
+    bool on_lane;          /* ran on a fut-blk- thread */
+    tu_latch *latch;
+} bjob;
+
+static void bjob_fn(fut_pool_job *job, int status)
+{
+    bjob *b = TU_CONTAINER_OF(job, bjob, job);
+    tu_latch *l = b->latch;
+    if (status != 0) {
+        atomic_fetch_add(&b->other, 1);
+        tu_latch_count_down(l);
+        return;
+    }
+    b->on_lane = tu_on_lane_thread(FUT_LANE_BLOCKING);
+    tu_conc_enter(b->conc);
+    if (b->gate)
+        tu_gate_wait(b->gate, TU_WAIT_MS);
+    else
+        while (atomic_load(&b->conc->max) < b->target && tu_now_ns() < b->deadline_ns)
+            usleep(1000);
+    usleep(b->sleep_us);
+    tu_conc_leave(b->conc);
+    atomic_fetch_add(&b->ran, 1);
+    tu_latch_count_down(l);
+}
+
+/* Submit n blocking jobs that wait until target of them run at once (or
+ * hold_ms pass), then sleep sleep_us; wait for all; check each ran once on
+ * a blocking thread. Returns the concurrency reached. */
+static int run_batch(fut_pool *p, unsigned n, int target, unsigned sleep_us, unsigned hold_ms)
+{
+    bjob *b = calloc(n, sizeof *b);
+    tu_conc conc;
+    tu_latch latch;
+    uint64_t deadline = tu_deadline_ms(hold_ms);
+    int max;
+
+    ck_assert_ptr_nonnull(b);
+    atomic_init(&conc.cur, 0);
+    atomic_init(&conc.max, 0);
+    tu_latch_init(&latch, n);
+    for (unsigned i = 0; i < n; i++) {
+        b[i].conc = &conc;
+        b[i].target = target;
+        b[i].deadline_ns = deadline;
+        b[i].sleep_us = sleep_us;
+        b[i].latch = &latch;
+        ck_assert_int_eq(fut_pool_submit(p, FUT_LANE_BLOCKING, &b[i].job, bjob_fn), 0);
+    }
+    TU_LATCH_WAIT(&latch, hold_ms + TU_WAIT_MS);
+    for (unsigned i = 0; i < n; i++) {
+        ck_assert_msg(atomic_load(&b[i].ran) == 1, "job %u ran %d times", i, atomic_load(&b[i].ran));
+        ck_assert_int_eq(atomic_load(&b[i].other), 0);
+        ck_assert_msg(b[i].on_lane, "job %u not on a fut-blk- thread", i);
+    }
+    ck_assert_int_eq(atomic_load(&conc.cur), 0);
+    max = atomic_load(&conc.max);
+    tu_latch_destroy(&latch);
+    free(b);
+    return max;
+}
+
+/* Default options: 64 jobs that block 50 ms all run at the same time. */
+START_TEST(test_sixty_four_at_once)
+{
+    fut_pool *p = fut_pool_new(NULL);
+    fut_pool_stats s;
+    int max;
+
+    ck_assert_ptr_nonnull(p);
+    max = run_batch(p, 64, 64, 50000, TU_WAIT_MS);
+    ck_assert_msg(max == 64, "only %d of 64 blocking jobs ran at the same time", max);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_ge(s.peak_threads, 64);
+    ck_assert_uint_le(s.peak_threads, 64);
+    ck_assert_uint_le(s.threads, 64);
+    ck_assert_uint_eq(s.completed, 64);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.running, 0);
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_COMPUTE).completed, 0);
+
+    /* More jobs than the cap: they queue and all run; the cap holds. */
+    max = run_batch(p, 200, 0, 2000, 0);
+    ck_assert_int_le(max, 64);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_eq(s.completed, 264);
+    ck_assert_uint_le(s.peak_threads, 64);
+    ck_assert_uint_le(s.threads, 64);
+    ck_assert_int_eq(fut_pool_free(p), 0);
+}
+END_TEST
+
+/* blocking_max 4, 16 jobs held on a gate: exactly 4 run at once, the other
+ * 12 wait in the queue, and all 16 run once the gate opens. */
+START_TEST(test_cap_respected)
+{
+    fut_pool *p = tu_pool_new(1, 4, 0);
+    bjob b[16];
+    tu_conc conc;
+    tu_latch latch;
+    tu_gate gate;
+    fut_pool_stats s;
+    bool ok;
+
+    atomic_init(&conc.cur, 0);
+    atomic_init(&conc.max, 0);
+    tu_latch_init(&latch, 16);
+    tu_gate_init(&gate);
+    memset(b, 0, sizeof b);
+    for (int i = 0; i < 16; i++) {
+        b[i].conc = &conc;
+        b[i].gate = &gate;
+        b[i].sleep_us = 5000;
+        b[i].latch = &latch;
+        ck_assert_int_eq(fut_pool_submit(p, FUT_LANE_BLOCKING, &b[i].job, bjob_fn), 0);
+    }
+    TU_POLL(ok, atomic_load(&conc.cur) == 4, TU_WAIT_MS);
+    ck_assert_msg(ok, "%d jobs running, expected 4", atomic_load(&conc.cur));
+    tu_sleep_ms(50); /* room for a fifth to start, if the cap leaked */
+    ck_assert_int_eq(atomic_load(&conc.cur), 4);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_eq(s.threads, 4);
+    ck_assert_uint_eq(s.queued, 12);
+    ck_assert_uint_eq(s.completed, 0);
+    tu_gate_open(&gate);
+    TU_LATCH_WAIT(&latch, TU_WAIT_MS);
+    ck_assert_int_eq(atomic_load(&conc.max), 4);
+    for (int i = 0; i < 16; i++) {
+        ck_assert_int_eq(atomic_load(&b[i].ran), 1);
+        ck_assert_int_eq(atomic_load(&b[i].other), 0);
+        ck_assert(b[i].on_lane);
+    }
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_eq(s.completed, 16);
+    ck_assert_uint_eq(s.peak_threads, 4);
+    ck_assert_uint_le(s.threads, 4);
+
+    /* And again without a gate: the cap still holds. */
+    ck_assert_int_le(run_batch(p, 40, 0, 1000, 0), 4);
+    ck_assert_uint_le(tu_stats(p, FUT_LANE_BLOCKING).peak_threads, 4);
+    ck_assert_int_eq(fut_pool_free(p), 0);
+    tu_gate_destroy(&gate);
+    tu_latch_destroy(&latch);
+}
+END_TEST
+
+/* Poll until the blocking lane has no thread left. */
+static void expect_shrunk(fut_pool *p, const char *when)
+{
+    fut_pool_stats s;
+    bool ok;
+    TU_POLL(ok, (s = tu_stats(p, FUT_LANE_BLOCKING)).threads == 0, 5000 * TU_SLOW);
+    ck_assert_msg(ok, "%s: blocking lane still has %u threads (%u idle) long after its 100 ms idle time",
+                  when, s.threads, s.idle);
+    ck_assert_uint_eq(s.idle, 0);
+}
+
+/* blocking_idle_ms 100: the lane grows for work, shrinks back to 0 threads
+ * when idle, and grows again for new work. */
+START_TEST(test_retire_and_regrow)
+{
+    fut_pool *p = tu_pool_new(2, 0, 100);
+    fut_pool_stats s;
+    int max;
+
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_BLOCKING).threads, 0);
+    max = run_batch(p, 16, 16, 10000, TU_WAIT_MS);
+    ck_assert_int_eq(max, 16);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_ge(s.peak_threads, 16);
+    ck_assert_uint_le(s.threads, 16);
+    expect_shrunk(p, "after 16 jobs");
+    /* Retiring blocking threads leaves the compute lane alone. */
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_COMPUTE).threads, 2);
+
+    /* New threads start after the old ones retired. */
+    max = run_batch(p, 8, 8, 10000, TU_WAIT_MS);
+    ck_assert_int_eq(max, 8);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    s = tu_stats(p, FUT_LANE_BLOCKING);
+    ck_assert_uint_eq(s.completed, 24);
+    ck_assert_uint_ge(s.peak_threads, 16);
+    expect_shrunk(p, "after 8 more jobs");
+
+    /* Once more with a single job: one thread starts, runs, retires. */
+    ck_assert_int_eq(run_batch(p, 1, 1, 0, 0), 1);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_BLOCKING).completed, 25);
+    expect_shrunk(p, "after 1 more job");
+    ck_assert_int_eq(fut_pool_free(p), 0);
+}
+END_TEST
+
+/* Jobs keep arriving while threads are retiring: none is lost. A short
+ * idle time (1 ms) makes threads retire between the bursts. */
+START_TEST(test_retire_races_submit)
+{
+    fut_pool *p = tu_pool_new(1, 8, 1);
+    uint64_t total = 0;
+
+    for (int round = 0; round < 60; round++) {
+        unsigned n = 1 + (unsigned)(round % 7);
+        ck_assert_int_le(run_batch(p, n, 0, 0, 0), 8);
+        total += n;
+        if (round % 3 == 0)
+            usleep((useconds_t)(500 * (round % 5)));
+    }
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0);
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_BLOCKING).completed, total);
+    ck_assert_uint_le(tu_stats(p, FUT_LANE_BLOCKING).peak_threads, 8);
+    ck_assert_int_eq(fut_pool_free(p), 0);
+}
+END_TEST
+
+static Suite *pool_blocking_suite(void)
+{
+    Suite *s = suite_create("pool_blocking");
+    TCase *tc;
+
+    tc = tu_tcase(s, "grow", 60);
+    tcase_add_test(tc, test_sixty_four_at_once);
+    tcase_add_test(tc, test_cap_respected);
+
+    tc = tu_tcase(s, "retire", 60);
+    tcase_add_test(tc, test_retire_and_regrow);
+    tcase_add_test(tc, test_retire_races_submit);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(pool_blocking_suite());
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# check-all.sh - build and check libfutures every way CI does, on Debian 12:
+#   1. install the build tools that are missing (apt-get; needs root);
+#   2. autoreconf -fi;
+#   3. three out-of-tree builds, each `make && make check`:
+#        build/release  gcc -O2, --enable-werror
+#        build/tsan     clang, --enable-sanitizer=thread
+#        build/asan     clang, --enable-sanitizer=address (ASan + UBSan)
+#   4. make install (release) into a temporary prefix; build
+#      examples/pool_demo.c against it with pkg-config alone, shared and
+#      static, and run both;
+#   5. make distcheck (release).
+# Run from anywhere: bash tools/check-all.sh. JOBS=N overrides make -jN.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$(pwd)
+jobs=${JOBS:-2}
+packages="autoconf automake libtool pkg-config check clang make gcc"
+
+t_all=$(date +%s)
+t_step=$t_all
+step() {
+    echo
+    echo "==== $* ===="
+    t_step=$(date +%s)
+}
+done_step() {
+    echo "---- $1: $(( $(date +%s) - t_step )) s"
+}
+
+# ---- 1. tools ---------------------------------------------------------------
+step "1. build tools"
+missing=
+for p in $packages; do
+    # dpkg -s also succeeds for a removed package whose config files remain
+    case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
+        *" installed") ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    sudo=
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "need root (or sudo) to install:$missing" >&2; exit 1; }
+        sudo=sudo
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
+    # shellcheck disable=SC2086
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+else
+    echo "all present: $packages"
+fi
+done_step "tools"
+
+# ---- 2. autoreconf ------------------------------------------------------------
+step "2. autoreconf -fi"
+# An in-tree build (the README's quick start) stops automake from
+# configuring out of tree: clean it first.
+if [ -f config.status ]; then
+    echo "an in-tree build is configured here: make distclean first"
+    if [ -f Makefile ]; then make distclean >/dev/null; else rm -f config.status; fi
+fi
+autoreconf -fi
+done_step "autoreconf"
+
+# ---- 3. builds ------------------------------------------------------------------
+prefix=$(mktemp -d "${TMPDIR:-/tmp}/libfutures-prefix.XXXXXX")
+trap 'rm -rf "$prefix"' EXIT
+
+# Print each test's Check summary, labelled with the build name; on failure
+# print the logs of the tests that failed and stop.
+report() { # name status
+    local name=$1 status=$2 trs log
+    echo "[$name] test results:"
+    grep -H '^[0-9]*%: Checks' tests/*.log 2>/dev/null | sed "s|^|[$name] |" || true
+    for trs in tests/*.trs; do
+        [ -e "$trs" ] || continue
+        sed -n 's|^:test-result: \([A-Z]*\).*|\1|p' "$trs" | head -n 1 |
+            sed "s|^|[$name] |; s|\$| ${trs%.trs}|"
+    done
+    if [ "$status" -ne 0 ]; then
+        for trs in tests/*.trs; do
+            [ -e "$trs" ] || continue
+            if grep -Eq '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+                log=${trs%.trs}.log
+                echo
+                echo "######## [$name] $log ########"
+                cat "$log"
+            fi
+        done
+        echo
+        echo "[$name] make check FAILED" >&2
+        exit 1
+    fi
+}
+
+build() { # name configure-arguments...
+    local name=$1 status=0
+    shift
+    step "3. build/$name: configure $*"
+    rm -rf "build/$name"
+    mkdir -p "build/$name"
+    (
+        cd "build/$name"
+        "$top/configure" "$@" >configure.out || { cat configure.out config.log; exit 1; }
+        sed -n '/^configure: *$/,$p' configure.out
+        make -j"$jobs"
+        make -j"$jobs" check || status=$?
+        report "$name" "$status"
+    )
+    done_step "build/$name"
+}
+
+build release CC=gcc CFLAGS="-O2 -g" --enable-werror --prefix="$prefix"
+build tsan CC=clang --enable-sanitizer=thread
+build asan CC=clang --enable-sanitizer=address
+
+# ---- 4. install and use -----------------------------------------------------------
+step "4. make install, then build examples/pool_demo.c with pkg-config only"
+make -C build/release install >/dev/null
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+echo "pkg-config --cflags --libs futures: $(pkg-config --cflags --libs futures)"
+echo "pkg-config --static --libs futures:  $(pkg-config --static --libs futures)"
+out=$prefix/out
+mkdir -p "$out"
+# shellcheck disable=SC2046
+cc -o "$out/pool_demo" examples/pool_demo.c $(pkg-config --cflags --libs futures)
+LD_LIBRARY_PATH="$prefix/lib" ldd "$out/pool_demo" | grep libfutures
+LD_LIBRARY_PATH="$prefix/lib" POOL_DEMO="$out/pool_demo" sh tests/examples.sh
+# shellcheck disable=SC2046
+cc -static -o "$out/pool_demo_static" examples/pool_demo.c $(pkg-config --static --cflags --libs futures)
+POOL_DEMO="$out/pool_demo_static" sh tests/examples.sh
+done_step "install"
+
+# ---- 5. distcheck --------------------------------------------------------------------
+step "5. make distcheck"
+make -C build/release -j"$jobs" distcheck
+done_step "distcheck"
+
+echo
+echo "==== all checks passed in $(( $(date +%s) - t_all )) s ===="
