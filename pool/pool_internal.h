@@ -76,7 +76,9 @@ struct fut__blocking {
     uint64_t len;               /* jobs queued */
     unsigned nthreads;          /* threads alive or starting */
     unsigned nidle;             /* threads waiting on cond */
-    unsigned nstarting;         /* created, not yet in their loop */
+    unsigned nstarting;         /* reserved or created, not yet in their loop */
+    unsigned nspawning;         /* pthread_create calls in progress */
+    pthread_cond_t spawned;     /* signalled when nspawning drops to 0 during stop */
     unsigned peak;              /* most threads at once */
     unsigned next_id;           /* name of the next thread */
     unsigned cap;               /* most threads at once allowed */
