@@ -181,6 +181,167 @@ FUT_EXPORT int fut_pool_stats_get(fut_pool *pool, int lane, fut_pool_stats *out)
 /* The number of compute workers of pool, or 0 if pool is NULL. */
 FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
 
+/* ------------------------------------------------------------------------
+ * Runtime, futures and promises (fut_runtime, fut_future, fut_promise)
+ *
+ * A runtime is one dispatcher thread plus one pool. Work runs on the pool;
+ * when it settles its future, every continuation attached to that future
+ * runs on the dispatcher thread, one at a time, in the order attached,
+ * never on the worker that settled it (also when attached after it
+ * settled). User code in continuations therefore needs no locks.
+ *
+ * Passing NULL as a runtime means the process default runtime, made on
+ * first use (default pool options) and freed at exit.
+ *
+ * A future settles exactly once: resolved with a void * value, rejected
+ * with an errno-style code (> 0) and a message, or cancelled (code
+ * ECANCELED). Futures are reference counted: every call that returns a
+ * fut_future * returns a new reference, which the caller releases with
+ * fut_release. Values are the user's: the library never frees them.
+ *
+ * Calls that return a future never return NULL for a reason that concerns
+ * the work: they return a future rejected with that reason. NULL (errno
+ * set) means only bad arguments (EINVAL) or no memory for the future
+ * itself (ENOMEM).
+ * ---------------------------------------------------------------------- */
+
+typedef struct fut_runtime fut_runtime;
+typedef struct fut_future fut_future;
+typedef struct fut_promise fut_promise;
+
+/* States of a future (fut_state). */
+enum fut_state {
+    FUT_PENDING = 0,
+    FUT_RESOLVED = 1,
+    FUT_REJECTED = 2,
+    FUT_CANCELLED = 3
+};
+
+/* The code a future gets when its promise is dropped unsettled. */
+#define FUT_EBROKEN EPIPE
+
+/* Work of the pthread_create type: existing functions plug in unchanged. */
+typedef void *(*fut_work_fn)(void *arg);
+
+/* Create a runtime: a dispatcher thread and a pool made with opts (NULL:
+ * defaults). Returns NULL with errno EINVAL, ENOMEM or EAGAIN. Any thread. */
+FUT_EXPORT fut_runtime *fut_runtime_new(const fut_pool_options *opts);
+
+/* Shut down: running work finishes, queued work is cancelled (its futures
+ * are cancelled), every continuation runs exactly once, the threads exit.
+ * Futures the caller still holds stay readable until released. Not from
+ * the dispatcher or a pool thread of rt (EDEADLK). NULL is a no-op.
+ * Returns 0 or EDEADLK. */
+FUT_EXPORT int fut_runtime_free(fut_runtime *rt);
+
+/* The pool of rt (NULL: the default runtime's), for raw fut_pool_submit. */
+FUT_EXPORT fut_pool *fut_runtime_pool(fut_runtime *rt);
+
+/* Futures of rt created and not yet freed (NULL: the default runtime). */
+FUT_EXPORT uint64_t fut_runtime_live(fut_runtime *rt);
+
+/* Whether the calling thread is rt's dispatcher (NULL: any runtime's). */
+FUT_EXPORT int fut_on_dispatcher(fut_runtime *rt);
+
+/* ---- offload ---- */
+
+/* Run fn(arg) on a compute worker (fut_submit) or a blocking-lane thread
+ * (fut_submit_blocking); its return value resolves the future, and a
+ * fut_raise inside it rejects the future. If the future is cancelled
+ * before fn starts, fn never runs. Any thread. */
+FUT_EXPORT fut_future *fut_submit(fut_runtime *rt, fut_work_fn fn, void *arg);
+FUT_EXPORT fut_future *fut_submit_blocking(fut_runtime *rt, fut_work_fn fn, void *arg);
+
+/* Inside work or a continuation: fail it with code (> 0; others become
+ * EINVAL) and a printf-style message. Returns NULL, so that
+ * `return fut_raise(ENOENT, "no %s", name);` reads naturally. Outside
+ * such a call it has no effect. */
+FUT_EXPORT void *fut_raise(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Inside work: whether its future was cancelled, so that long work can
+ * stop early. 0 outside work. */
+FUT_EXPORT int fut_cancelled(void);
+
+/* ---- reading a future ---- */
+
+FUT_EXPORT fut_future *fut_retain(fut_future *f);  /* returns f */
+FUT_EXPORT void fut_release(fut_future *f);        /* NULL is a no-op */
+FUT_EXPORT int fut_state(const fut_future *f);     /* enum fut_state; FUT_PENDING for NULL */
+/* The value of a resolved future, else NULL. */
+FUT_EXPORT void *fut_value(const fut_future *f);
+/* 0 if resolved or pending, else the code (ECANCELED when cancelled).
+ * Reading it marks the error as seen (see fut_set_unobserved_hook). */
+FUT_EXPORT int fut_error(fut_future *f);
+/* The message of a rejected or cancelled future ("" otherwise); valid as
+ * long as the caller holds f. */
+FUT_EXPORT const char *fut_message(const fut_future *f);
+
+/* Block until f settles or timeout_s seconds pass (< 0: no limit). For
+ * threads outside the runtime. Returns 0 (settled: read it with fut_state,
+ * fut_value, fut_error), ETIMEDOUT, EINVAL, or EDEADLK on the dispatcher
+ * thread (waiting there would stop the very thread that settles
+ * continuations). On a compute worker it runs other compute jobs while it
+ * waits, so the pool cannot deadlock on its own waits. */
+FUT_EXPORT int fut_wait(fut_future *f, double timeout_s);
+
+/* ---- promises ---- */
+
+/* A promise: the write side of a future that you settle yourself. */
+FUT_EXPORT fut_promise *fut_promise_new(fut_runtime *rt);
+/* Its future (a new reference). */
+FUT_EXPORT fut_future *fut_promise_future(fut_promise *p);
+/* Settle it, from any thread: 0 if this call settled it, EALREADY if it
+ * was settled already (the first settle wins), EINVAL for bad arguments. */
+FUT_EXPORT int fut_promise_resolve(fut_promise *p, void *value);
+FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Drop the promise. If it never settled, its future is rejected with
+ * FUT_EBROKEN ("broken promise"): nobody waits forever. NULL: no-op. */
+FUT_EXPORT void fut_promise_free(fut_promise *p);
+
+/* ---- continuations: each returns a new future; fn runs on the dispatcher ---- */
+
+/* When f resolves: fn(value, arg); its return value resolves the new
+ * future (fut_raise rejects it). When f is rejected or cancelled, fn does
+ * not run and the new future gets f's error. */
+typedef void *(*fut_then_fn)(void *value, void *arg);
+FUT_EXPORT fut_future *fut_then(fut_future *f, fut_then_fn fn, void *arg);
+
+/* When f is rejected or cancelled: fn(code, message, arg); its return
+ * value resolves the new future (fut_raise rejects it). When f resolves,
+ * the new future resolves with the same value and fn does not run. */
+typedef void *(*fut_catch_fn)(int code, const char *message, void *arg);
+FUT_EXPORT fut_future *fut_catch(fut_future *f, fut_catch_fn fn, void *arg);
+
+/* Whatever f's outcome: fn(f, arg) (f is valid during the call); the new
+ * future then settles as f did (or is rejected if fn calls fut_raise). */
+typedef void (*fut_finally_fn)(fut_future *f, void *arg);
+FUT_EXPORT fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg);
+
+/* ---- cancellation ---- */
+
+/* Cancel f if it is pending: it settles as cancelled (ECANCELED) at once,
+ * its queued work is skipped, its continuations see ECANCELED. Returns 0
+ * if this call cancelled it, EALREADY if it had settled, EINVAL. */
+FUT_EXPORT int fut_cancel(fut_future *f);
+
+/* ---- errors nobody read ---- */
+
+/* Called when a rejected future is freed and nobody read its error
+ * (fut_error, a fut_catch, or a continuation that passed it on). The
+ * default hook prints one line on stderr with the code and message. NULL
+ * restores the default. Called on the thread that dropped the last
+ * reference. */
+typedef void (*fut_unobserved_fn)(int code, const char *message, void *arg);
+FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

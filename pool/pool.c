@@ -81,6 +81,7 @@
 
 atomic_uint fut__fork_gen;
 _Thread_local struct fut_pool *fut__current_pool;
+_Thread_local int fut__compute_worker;
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -96,6 +97,20 @@ void fut__futex_wait(atomic_uint *word, unsigned expected)
 {
     /* EAGAIN (value changed) and EINTR are normal: callers re-check. */
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+int fut__futex_wait_until(atomic_uint *word, unsigned expected, const struct timespec *deadline)
+{
+    long rc;
+
+    if (deadline == NULL) {
+        fut__futex_wait(word, expected);
+        return 0;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
+    rc = syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
+                 FUTEX_BITSET_MATCH_ANY);
+    return rc == -1 && errno == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
 void fut__futex_wake(atomic_uint *word, int n)
@@ -403,6 +418,7 @@ static void *worker_main(void *arg)
 
     fut__thread_name("fut-cpu-%u", w->index);
     fut__current_pool = pool;
+    fut__compute_worker = 1;
     for (;;) {
         uint64_t grabbed = 0;
         if (take(pool, &batch, &grabbed) != 0) {
@@ -650,6 +666,20 @@ int fut_pool_wait_idle(fut_pool *pool)
         return ESHUTDOWN;
     wait_quiescent(pool);
     return 0;
+}
+
+int fut__pool_help(struct fut_pool *pool)
+{
+    struct fut_pool *outer = fut__current_pool;
+    fut_pool_job *batch;
+    uint64_t grabbed;
+
+    if (take(pool, &batch, &grabbed) == 0)
+        return 0;
+    fut__current_pool = pool;
+    run_batch(pool, batch);
+    fut__current_pool = outer;
+    return 1;
 }
 
 /* Notify a FIFO chain of jobs that they will never run. */

@@ -115,6 +115,13 @@ extern atomic_uint fut__fork_gen;
 
 /* The pool whose job the current thread is running (or whose worker it is). */
 extern _Thread_local struct fut_pool *fut__current_pool;
+/* Set on compute workers (the pool is fut__current_pool). */
+extern _Thread_local int fut__compute_worker;
+
+/* Run one queued batch of pool's compute jobs on the calling thread.
+ * Returns 1 if it ran one, 0 if none was queued. For waits on a compute
+ * worker, which must keep the pool moving instead of blocking it. */
+int fut__pool_help(struct fut_pool *pool);
 
 /* Wake fut_pool_wait_idle waiters after finished counts moved. */
 static inline void fut__pool_finished(struct fut_pool *pool)

@@ -56,6 +56,9 @@ int fut__cond_init(pthread_cond_t *c);
 /* Sleep while *word == expected (or until woken). Spurious returns happen:
  * callers re-check their predicate. */
 void fut__futex_wait(atomic_uint *word, unsigned expected);
+/* The same until the absolute CLOCK_MONOTONIC deadline (NULL: none).
+ * Returns ETIMEDOUT once it has passed, else 0 (woken, or spurious). */
+int fut__futex_wait_until(atomic_uint *word, unsigned expected, const struct timespec *deadline);
 /* Wake up to n threads sleeping on word. */
 void fut__futex_wake(atomic_uint *word, int n);
 

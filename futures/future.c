@@ -1,0 +1,581 @@
+/* future.c - futures and promises: settling, continuations, offload, wait.
+ *
+ * DESIGN
+ *
+ * One state word per future, changed by compare-and-swap: PENDING ->
+ * SETTLING -> RESOLVED | REJECTED | CANCELLED. Whoever wins the swap out
+ * of PENDING settles (writes value, code, message) and publishes the final
+ * state with a release exchange; the others get EALREADY. Readers load the
+ * state with acquire before reading the outcome. Threads in fut_wait set
+ * ST_WAITERS in the same word and sleep on it (futex); the settler wakes
+ * them only if the bit was set.
+ *
+ * Dependents (continuations) and settling meet in `waiters`: a dependent
+ * is pushed with CAS unless the word is FUT__FIRED; the settler exchanges
+ * FUT__FIRED in and takes the list. So each dependent is taken exactly
+ * once: by the settler (then run by the dispatcher when it fires the
+ * source) or, when attached after settling, scheduled directly. Either
+ * way it runs on the dispatcher.
+ *
+ * References: the caller's; one held by a source's dependents list for
+ * each dependent; one a dependent holds on its source; one held by the
+ * pool while work is queued or running; one held while a fire task is
+ * scheduled. Every settler holds its own reference while it touches the
+ * future, so the last release may come from any thread at any moment.
+ *
+ * Errors: a rejected future records whether anyone read its error
+ * (`observed`); freed unread, it is reported through the unobserved hook.
+ * fut_raise records the error in a thread-local slot that the code which
+ * called the work or the continuation collects when it returns.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "futures/internal.h"
+#include "pool/alloc.h"
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char broken_msg[] = "broken promise: dropped before it settled";
+static const char cancelled_msg[] = "cancelled";
+
+/* ---- fut_raise and the call in progress ---- */
+
+struct raised {
+    int active;   /* a work or continuation call is in progress on this thread */
+    int code;     /* 0: nothing raised */
+    char *message; /* owned */
+};
+
+static _Thread_local struct raised raised;
+static _Thread_local fut_future *current_work; /* for fut_cancelled */
+
+static char *vformat(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+
+    if (fmt == NULL || vasprintf(&s, fmt, ap) < 0)
+        return NULL;
+    return s;
+}
+
+void *fut_raise(int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!raised.active)
+        return NULL;
+    free(raised.message);
+    va_start(ap, fmt);
+    raised.message = vformat(fmt, ap);
+    va_end(ap);
+    raised.code = code > 0 ? code : EINVAL;
+    return NULL;
+}
+
+int fut_cancelled(void)
+{
+    fut_future *f = current_work;
+
+    return f != NULL &&
+           (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED;
+}
+
+static struct raised call_begin(void)
+{
+    struct raised outer = raised; /* calls nest when a wait helps run jobs */
+
+    raised.active = 1;
+    raised.code = 0;
+    raised.message = NULL;
+    return outer;
+}
+
+static struct raised call_end(struct raised outer)
+{
+    struct raised mine = raised;
+
+    raised = outer;
+    return mine;
+}
+
+/* ---- the unobserved hook ---- */
+
+static void default_unobserved(int code, const char *message, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "libfutures: a rejected future was freed and nobody read its error: %s (%s)\n",
+            message, strerror(code));
+}
+
+static _Atomic(fut_unobserved_fn) unobserved_fn;
+static void *_Atomic unobserved_arg;
+
+void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg)
+{
+    atomic_store_explicit(&unobserved_arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&unobserved_fn, fn, memory_order_release);
+}
+
+/* ---- life ---- */
+
+static fut_future *future_new(fut_runtime *rt, int kind, unsigned refs)
+{
+    fut_future *f = fut__malloc(sizeof *f);
+
+    if (f == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memset(f, 0, sizeof *f);
+    atomic_init(&f->state, FUT_PENDING);
+    atomic_init(&f->refs, refs);
+    atomic_init(&f->waiters, NULL);
+    f->kind = (unsigned char)kind;
+    f->rt = rt;
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+static void future_free(fut_future *f)
+{
+    unsigned st = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    fut_runtime *rt = f->rt;
+
+    if (st == FUT_REJECTED && !atomic_load_explicit(&f->observed, memory_order_acquire)) {
+        fut_unobserved_fn fn = atomic_load_explicit(&unobserved_fn, memory_order_acquire);
+        void *arg = atomic_load_explicit(&unobserved_arg, memory_order_relaxed);
+        (fn != NULL ? fn : default_unobserved)(f->code, f->message ? f->message : "", arg);
+    }
+    if (f->msg_owned)
+        free(f->message);
+    fut__free(f);
+    fut__runtime_unref(rt);
+}
+
+fut_future *fut_retain(fut_future *f)
+{
+    if (f != NULL)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+void fut_release(fut_future *f)
+{
+    /* acq_rel: the last releaser sees every write made through the others. */
+    if (f != NULL && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        future_free(f);
+}
+
+/* ---- settling ---- */
+
+static void run_dependent(fut_future *d);
+
+/* Dispatcher task of a settled future: run its dependents in the order
+ * they were attached. */
+static void fire_task(struct fut__task *task)
+{
+    fut_future *f = (fut_future *)((char *)task - offsetof(fut_future, task));
+    fut_future *d = f->fired, *prev = NULL, *next;
+
+    f->fired = NULL;
+    for (; d != NULL; d = next) { /* LIFO -> attach order */
+        next = d->next_waiter;
+        d->next_waiter = prev;
+        prev = d;
+    }
+    for (d = prev; d != NULL; d = next) {
+        next = d->next_waiter;
+        run_dependent(d);
+    }
+    fut_release(f); /* the reference of the scheduled task */
+}
+
+/* Settle f if pending. msg is taken over (freed on failure) when owned.
+ * Returns 0, or EALREADY when f had settled. The caller holds a reference. */
+static int settle(fut_future *f, unsigned to, void *value, int code, char *msg, int owned)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    fut_future *deps;
+
+    do {
+        if ((s & ST_MASK) != FUT_PENDING) {
+            if (owned)
+                free(msg);
+            return EALREADY;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, (s & ST_WAITERS) | ST_SETTLING,
+                                                    memory_order_acquire, memory_order_relaxed));
+    f->value = value;
+    f->code = code;
+    f->message = msg;
+    f->msg_owned = (unsigned char)(owned && msg != NULL);
+    /* release: the outcome is visible to whoever loads the final state. */
+    s = atomic_exchange_explicit(&f->state, to, memory_order_acq_rel);
+    if (s & ST_WAITERS)
+        fut__futex_wake(&f->state, 0x7fffffff);
+    deps = atomic_exchange_explicit(&f->waiters, FUT__FIRED, memory_order_acq_rel);
+    if (deps != NULL) {
+        f->fired = deps;
+        fut_retain(f);
+        f->task.run = fire_task;
+        fut__schedule(f->rt, &f->task);
+    }
+    return 0;
+}
+
+static int settle_error(fut_future *f, unsigned to, int code, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = vformat(fmt, ap);
+    va_end(ap);
+    return settle(f, to, NULL, code, msg, 1);
+}
+
+/* Settle d with the outcome of a call: its return value, or what it raised. */
+static void settle_from_call(fut_future *d, void *value, struct raised r)
+{
+    if (r.code != 0)
+        settle(d, FUT_REJECTED, NULL, r.code, r.message ? r.message : NULL, 1);
+    else
+        settle(d, FUT_RESOLVED, value, 0, NULL, 0);
+}
+
+/* Pass src's outcome on to d (src has settled). */
+static void adopt(fut_future *d, fut_future *src)
+{
+    unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
+    char *msg = NULL;
+
+    if (st == FUT_RESOLVED) {
+        settle(d, FUT_RESOLVED, src->value, 0, NULL, 0);
+        return;
+    }
+    atomic_store_explicit(&src->observed, 1, memory_order_release);
+    if (src->message != NULL)
+        msg = strdup(src->message);
+    settle(d, st, NULL, src->code, msg, 1);
+}
+
+/* ---- continuations ---- */
+
+static void run_dependent(fut_future *d)
+{
+    fut_future *src = d->u.cont.src;
+    unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
+    struct raised outer, r;
+    void *v = NULL;
+
+    if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
+        /* Cancelled before its source settled: it does not run. */
+    } else if (d->kind == K_THEN && st != FUT_RESOLVED) {
+        adopt(d, src);
+    } else if (d->kind == K_CATCH && st == FUT_RESOLVED) {
+        adopt(d, src);
+    } else {
+        outer = call_begin();
+        if (d->kind == K_THEN) {
+            v = ((fut_then_fn)d->u.cont.fn)(src->value, d->u.cont.arg);
+        } else if (d->kind == K_CATCH) {
+            atomic_store_explicit(&src->observed, 1, memory_order_release);
+            v = ((fut_catch_fn)d->u.cont.fn)(src->code, src->message ? src->message : "",
+                                             d->u.cont.arg);
+        } else {
+            ((fut_finally_fn)d->u.cont.fn)(src, d->u.cont.arg);
+        }
+        r = call_end(outer);
+        if (d->kind == K_FINALLY && r.code == 0)
+            adopt(d, src);
+        else
+            settle_from_call(d, v, r);
+    }
+    d->u.cont.src = NULL;
+    fut_release(src); /* d's reference on its source */
+    fut_release(d);   /* the reference of src's dependents list */
+}
+
+static void cont_task(struct fut__task *task)
+{
+    run_dependent((fut_future *)((char *)task - offsetof(fut_future, task)));
+}
+
+static fut_future *attach(fut_future *src, int kind, void (*fn)(void), void *arg)
+{
+    fut_future *d, *top;
+
+    if (src == NULL || fn == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    d = future_new(src->rt, kind, 2); /* the caller's and the dependents list's */
+    if (d == NULL)
+        return NULL;
+    d->u.cont.src = fut_retain(src);
+    d->u.cont.fn = fn;
+    d->u.cont.arg = arg;
+    top = atomic_load_explicit(&src->waiters, memory_order_acquire);
+    do {
+        if (top == FUT__FIRED) {
+            /* Settled already: it still runs on the dispatcher. */
+            d->task.run = cont_task;
+            fut__schedule(src->rt, &d->task);
+            return d;
+        }
+        d->next_waiter = top;
+    } while (!atomic_compare_exchange_weak_explicit(&src->waiters, &top, d, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    return d;
+}
+
+fut_future *fut_then(fut_future *f, fut_then_fn fn, void *arg)
+{
+    return attach(f, K_THEN, (void (*)(void))fn, arg);
+}
+
+fut_future *fut_catch(fut_future *f, fut_catch_fn fn, void *arg)
+{
+    return attach(f, K_CATCH, (void (*)(void))fn, arg);
+}
+
+fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg)
+{
+    return attach(f, K_FINALLY, (void (*)(void))fn, arg);
+}
+
+/* ---- offload ---- */
+
+static void work_job(fut_pool_job *job, int status)
+{
+    fut_future *f = (fut_future *)((char *)job - offsetof(fut_future, job));
+    struct raised outer, r;
+    fut_future *outer_work;
+    void *v;
+
+    if (status == ECANCELED) {
+        settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
+    } else if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_PENDING) {
+        outer = call_begin();
+        outer_work = current_work;
+        current_work = f;
+        v = f->u.work.fn(f->u.work.arg);
+        current_work = outer_work;
+        r = call_end(outer);
+        settle_from_call(f, v, r);
+    }
+    /* else cancelled while queued: the work is skipped. */
+    fut_release(f); /* the pool's reference */
+}
+
+static fut_future *submit(fut_runtime *rt, int lane, fut_work_fn fn, void *arg)
+{
+    fut_future *f;
+    int rc;
+
+    if (fn == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    f = future_new(rt, K_WORK, 2); /* the caller's and the pool's */
+    if (f == NULL)
+        return NULL;
+    f->u.work.fn = fn;
+    f->u.work.arg = arg;
+    rc = fut_pool_submit(rt->pool, lane, &f->job, work_job);
+    if (rc != 0) {
+        settle_error(f, FUT_REJECTED, rc, "could not start the work: %s", strerror(rc));
+        fut_release(f);
+    }
+    return f;
+}
+
+fut_future *fut_submit(fut_runtime *rt, fut_work_fn fn, void *arg)
+{
+    return submit(rt, FUT_LANE_COMPUTE, fn, arg);
+}
+
+fut_future *fut_submit_blocking(fut_runtime *rt, fut_work_fn fn, void *arg)
+{
+    return submit(rt, FUT_LANE_BLOCKING, fn, arg);
+}
+
+/* ---- reading ---- */
+
+int fut_state(const fut_future *f)
+{
+    unsigned st;
+
+    if (f == NULL)
+        return FUT_PENDING;
+    st = atomic_load_explicit(&((fut_future *)f)->state, memory_order_acquire) & ST_MASK;
+    return st == ST_SETTLING ? FUT_PENDING : (int)st;
+}
+
+void *fut_value(const fut_future *f)
+{
+    return fut_state(f) == FUT_RESOLVED ? f->value : NULL;
+}
+
+int fut_error(fut_future *f)
+{
+    int st = fut_state(f);
+
+    if (st != FUT_REJECTED && st != FUT_CANCELLED)
+        return 0;
+    atomic_store_explicit(&f->observed, 1, memory_order_release);
+    return f->code;
+}
+
+const char *fut_message(const fut_future *f)
+{
+    int st = fut_state(f);
+
+    if ((st != FUT_REJECTED && st != FUT_CANCELLED) || f->message == NULL)
+        return "";
+    return f->message;
+}
+
+int fut_cancel(fut_future *f)
+{
+    if (f == NULL)
+        return EINVAL;
+    return settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)cancelled_msg, 0);
+}
+
+static void deadline_after(struct timespec *ts, double seconds)
+{
+    double whole;
+
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    if (seconds > 1e9)
+        seconds = 1e9;
+    whole = (double)(time_t)seconds;
+    ts->tv_sec += (time_t)whole;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int passed(const struct timespec *deadline)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+int fut_wait(fut_future *f, double timeout_s)
+{
+    struct timespec deadline, *dl = NULL;
+    unsigned s;
+
+    if (f == NULL || timeout_s != timeout_s)
+        return EINVAL;
+    if (fut__dispatcher_rt == f->rt &&
+        (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_PENDING)
+        return EDEADLK;
+    if (timeout_s >= 0) {
+        deadline_after(&deadline, timeout_s);
+        dl = &deadline;
+    }
+    for (;;) {
+        s = atomic_load_explicit(&f->state, memory_order_acquire);
+        if ((s & ST_MASK) != FUT_PENDING && (s & ST_MASK) != ST_SETTLING)
+            return 0;
+        if (dl != NULL && passed(dl))
+            return ETIMEDOUT;
+        if (fut__compute_worker && fut__current_pool == f->rt->pool) {
+            /* A compute worker keeps its pool moving: the future may be
+             * waiting for a job queued behind us. */
+            if (fut__pool_help(f->rt->pool))
+                continue;
+            struct timespec nap;
+            deadline_after(&nap, 0.0005);
+            if (dl != NULL && (dl->tv_sec < nap.tv_sec ||
+                               (dl->tv_sec == nap.tv_sec && dl->tv_nsec < nap.tv_nsec)))
+                nap = *dl;
+            if (!(s & ST_WAITERS) &&
+                !atomic_compare_exchange_strong_explicit(&f->state, &s, s | ST_WAITERS,
+                                                         memory_order_relaxed, memory_order_relaxed))
+                continue;
+            fut__futex_wait_until(&f->state, s | ST_WAITERS, &nap);
+            continue;
+        }
+        if (!(s & ST_WAITERS) &&
+            !atomic_compare_exchange_strong_explicit(&f->state, &s, s | ST_WAITERS,
+                                                     memory_order_relaxed, memory_order_relaxed))
+            continue;
+        fut__futex_wait_until(&f->state, s | ST_WAITERS, dl);
+    }
+}
+
+/* ---- promises ---- */
+
+/* A promise is its future in disguise, holding one reference. */
+static fut_future *promise_future(fut_promise *p)
+{
+    return (fut_future *)p;
+}
+
+fut_promise *fut_promise_new(fut_runtime *rt)
+{
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    return (fut_promise *)future_new(rt, K_PROMISE, 1);
+}
+
+fut_future *fut_promise_future(fut_promise *p)
+{
+    if (p == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return fut_retain(promise_future(p));
+}
+
+int fut_promise_resolve(fut_promise *p, void *value)
+{
+    if (p == NULL)
+        return EINVAL;
+    return settle(promise_future(p), FUT_RESOLVED, value, 0, NULL, 0);
+}
+
+int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    if (p == NULL || code <= 0)
+        return EINVAL;
+    va_start(ap, fmt);
+    msg = vformat(fmt, ap);
+    va_end(ap);
+    return settle(promise_future(p), FUT_REJECTED, NULL, code, msg, 1);
+}
+
+void fut_promise_free(fut_promise *p)
+{
+    if (p == NULL)
+        return;
+    settle(promise_future(p), FUT_REJECTED, NULL, FUT_EBROKEN, (char *)broken_msg, 0);
+    fut_release(promise_future(p));
+}

@@ -1,0 +1,281 @@
+/* runtime.c - a runtime: one dispatcher thread and one pool.
+ *
+ * DESIGN
+ *
+ * Threads: the dispatcher runs every task (continuations, firing a settled
+ * future's dependents); pool threads run work; any thread may schedule.
+ *
+ * Hand-off to the dispatcher: fut__schedule pushes the task on `inbox`, a
+ * Treiber stack (one CAS; only whole-stack removal, so no ABA). The
+ * dispatcher takes the whole stack, reverses it into its private FIFO and
+ * runs it without any lock. A task scheduled by the dispatcher itself goes
+ * straight to the private FIFO.
+ *
+ * Parking: the dispatcher stores parked = 1, re-checks the inbox and
+ * sleeps on the futex word; a producer that pushed loads parked and, if 1,
+ * exchanges it to 0 and wakes it. Both sides are seq_cst (push then load;
+ * store then load), so either the producer sees parked or the dispatcher
+ * sees the task: no lost wake-up, and no system call while it is awake.
+ *
+ * Shutdown (fut_runtime_free): the pool is shut down in cancel mode first
+ * (running work finishes and settles; queued work's futures are
+ * cancelled), so every settle that can come from a pool thread has
+ * scheduled its task; then the dispatcher runs until its queues are empty
+ * and exits, closing its inbox (a sentinel a push cannot get past). Tasks
+ * scheduled after that (a promise the user settles later) run on the
+ * scheduling thread, which stands in for the dispatcher one at a time
+ * under dead_lock.
+ *
+ * Lifetime: every future holds a reference on its runtime, so the struct
+ * outlives fut_runtime_free while the user still holds futures.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "futures/internal.h"
+#include "pool/alloc.h"
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+_Thread_local fut_runtime *fut__dispatcher_rt;
+
+#define INBOX_CLOSED ((struct fut__task *)1)
+
+static void run_queue(fut_runtime *rt);
+
+static void append_local(fut_runtime *rt, struct fut__task *task)
+{
+    task->next = NULL;
+    if (rt->run_head == NULL)
+        rt->run_head = task;
+    else
+        rt->run_tail->next = task;
+    rt->run_tail = task;
+}
+
+/* The dispatcher has exited: the calling thread stands in for it, one
+ * thread at a time (see DESIGN). */
+static void run_dead(fut_runtime *rt, struct fut__task *task)
+{
+    fut_runtime *outer = fut__dispatcher_rt;
+
+    fut__lock(&rt->dead_lock);
+    fut__dispatcher_rt = rt;
+    append_local(rt, task);
+    run_queue(rt);
+    fut__dispatcher_rt = outer;
+    fut__unlock(&rt->dead_lock);
+}
+
+void fut__schedule(fut_runtime *rt, struct fut__task *task)
+{
+    struct fut__task *top;
+
+    if (fut__dispatcher_rt == rt) {
+        append_local(rt, task);
+        return;
+    }
+    top = atomic_load_explicit(&rt->inbox, memory_order_relaxed);
+    do {
+        if (fut__unlikely(top == INBOX_CLOSED)) {
+            run_dead(rt, task);
+            return;
+        }
+        task->next = top;
+        /* seq_cst: releases the task and orders the parked load below. */
+    } while (!atomic_compare_exchange_weak_explicit(&rt->inbox, &top, task, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    if (atomic_load_explicit(&rt->parked, memory_order_seq_cst) != 0 &&
+        atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
+        fut__futex_wake(&rt->parked, 1);
+}
+
+/* Move the inbox into the private FIFO; returns whether it held anything. */
+static int take_inbox(fut_runtime *rt, struct fut__task *replace)
+{
+    struct fut__task *t = atomic_exchange_explicit(&rt->inbox, replace, memory_order_acquire);
+    struct fut__task *prev = NULL, *next, *last = t;
+
+    if (t == NULL)
+        return 0;
+    for (; t != NULL; t = next) {
+        next = t->next;
+        t->next = prev;
+        prev = t;
+    }
+    last->next = NULL;
+    if (rt->run_head == NULL)
+        rt->run_head = prev;
+    else
+        rt->run_tail->next = prev;
+    rt->run_tail = last;
+    return 1;
+}
+
+static void run_queue(fut_runtime *rt)
+{
+    struct fut__task *t;
+
+    while ((t = rt->run_head) != NULL) {
+        rt->run_head = t->next;
+        t->run(t); /* may schedule more, at the tail */
+    }
+}
+
+static void *dispatcher_main(void *arg)
+{
+    fut_runtime *rt = arg;
+
+    fut__thread_name("fut-dispatch%u", 0);
+    /* Sleep as exactly as the kernel can: timers must not fire late by the
+     * default 50 us slack. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    fut__dispatcher_rt = rt;
+    for (;;) {
+        run_queue(rt);
+        if (take_inbox(rt, NULL))
+            continue;
+        if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+            break;
+        atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) == NULL &&
+            !atomic_load_explicit(&rt->stopping, memory_order_seq_cst))
+            fut__futex_wait(&rt->parked, 1);
+        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+    }
+    /* Close the inbox, taking what raced in: from now on a task runs on
+     * the thread that schedules it. */
+    fut__lock(&rt->dead_lock);
+    take_inbox(rt, INBOX_CLOSED);
+    run_queue(rt);
+    fut__unlock(&rt->dead_lock);
+    fut__dispatcher_rt = NULL;
+    return NULL;
+}
+
+fut_runtime *fut_runtime_new(const fut_pool_options *opts)
+{
+    fut_runtime *rt;
+    int rc;
+
+    rt = fut__aligned_alloc(FUT__CACHELINE, sizeof *rt);
+    if (rt == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memset(rt, 0, sizeof *rt);
+    atomic_init(&rt->refs, 1);
+    rt->pool = fut_pool_new(opts);
+    if (rt->pool == NULL) {
+        rc = errno;
+        fut__free(rt);
+        errno = rc;
+        return NULL;
+    }
+    if ((rc = pthread_mutex_init(&rt->dead_lock, NULL)) != 0)
+        goto fail_pool;
+    rc = fut__thread_start(&rt->thread, dispatcher_main, rt);
+    if (rc != 0) {
+        pthread_mutex_destroy(&rt->dead_lock);
+        goto fail_pool;
+    }
+    return rt;
+
+fail_pool:
+    fut_pool_free(rt->pool);
+    fut__free(rt);
+    errno = rc == ENOMEM ? ENOMEM : EAGAIN;
+    return NULL;
+}
+
+void fut__runtime_unref(fut_runtime *rt)
+{
+    if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_destroy(&rt->dead_lock);
+        fut__free(rt);
+    }
+}
+
+int fut_runtime_free(fut_runtime *rt)
+{
+    int rc;
+
+    if (rt == NULL)
+        return 0;
+    if (fut__dispatcher_rt == rt || fut__current_pool == rt->pool)
+        return EDEADLK;
+    /* Work first: after this no pool thread settles anything. */
+    rc = fut_pool_shutdown(rt->pool, FUT_POOL_CANCEL);
+    if (rc != 0)
+        return rc;
+    atomic_store_explicit(&rt->stopping, 1, memory_order_seq_cst);
+    if (atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
+        fut__futex_wake(&rt->parked, 1);
+    fut__join(rt->thread);
+    fut_pool_free(rt->pool);
+    rt->pool = NULL;
+    fut__runtime_unref(rt);
+    return 0;
+}
+
+/* ---- the default runtime ---- */
+
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static fut_runtime *default_rt;
+static int default_err;
+
+static void default_free(void)
+{
+    fut_runtime *rt = default_rt;
+
+    default_rt = NULL;
+    if (rt != NULL)
+        fut_runtime_free(rt);
+}
+
+static void default_make(void)
+{
+    default_rt = fut_runtime_new(NULL);
+    if (default_rt == NULL)
+        default_err = errno;
+    else
+        atexit(default_free);
+}
+
+fut_runtime *fut__runtime(fut_runtime *rt)
+{
+    if (rt != NULL)
+        return rt;
+    pthread_once(&default_once, default_make);
+    if (default_rt == NULL)
+        errno = default_err ? default_err : ENOMEM;
+    return default_rt;
+}
+
+fut_pool *fut_runtime_pool(fut_runtime *rt)
+{
+    rt = fut__runtime(rt);
+    return rt == NULL ? NULL : rt->pool;
+}
+
+uint64_t fut_runtime_live(fut_runtime *rt)
+{
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return 0;
+    /* One reference is the runtime's own until fut_runtime_free. */
+    return atomic_load_explicit(&rt->refs, memory_order_acquire) - (rt->pool != NULL);
+}
+
+int fut_on_dispatcher(fut_runtime *rt)
+{
+    return rt == NULL ? fut__dispatcher_rt != NULL : fut__dispatcher_rt == rt;
+}
