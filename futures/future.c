@@ -129,7 +129,7 @@ void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg)
 
 /* ---- life ---- */
 
-static fut_future *future_new(fut_runtime *rt, int kind, unsigned refs)
+fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs)
 {
     fut_future *f = fut__malloc(sizeof *f);
 
@@ -159,6 +159,8 @@ static void future_free(fut_future *f)
     }
     if (f->msg_owned)
         free(f->message);
+    if (f->kind >= K_GATHER)
+        fut__group_free(f);
     fut__free(f);
     fut__runtime_unref(rt);
 }
@@ -179,34 +181,57 @@ void fut_release(fut_future *f)
 
 /* ---- settling ---- */
 
-static void run_dependent(fut_future *d);
-
 /* Dispatcher task of a settled future: run its dependents in the order
  * they were attached. */
 static void fire_task(struct fut__task *task)
 {
     fut_future *f = (fut_future *)((char *)task - offsetof(fut_future, task));
-    fut_future *d = f->fired, *prev = NULL, *next;
+    struct fut__task *d = f->fired, *prev = NULL, *next;
 
     f->fired = NULL;
     for (; d != NULL; d = next) { /* LIFO -> attach order */
-        next = d->next_waiter;
-        d->next_waiter = prev;
+        next = d->next;
+        d->next = prev;
         prev = d;
     }
     for (d = prev; d != NULL; d = next) {
-        next = d->next_waiter;
-        run_dependent(d);
+        next = d->next; /* d may be freed by its run */
+        d->run(d);
     }
     fut_release(f); /* the reference of the scheduled task */
 }
 
+/* Make task run on the dispatcher once src has settled: queued on src's
+ * dependents, or scheduled now if src has settled. */
+void fut__depend(fut_future *src, struct fut__task *task)
+{
+    struct fut__task *top = atomic_load_explicit(&src->waiters, memory_order_acquire);
+
+    do {
+        if (top == FUT__FIRED) {
+            fut__schedule(src->rt, task);
+            return;
+        }
+        task->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&src->waiters, &top, task, memory_order_acq_rel,
+                                                    memory_order_acquire));
+}
+
+/* A future was cancelled: pass it on to what it stands for. */
+static void cancelled_hook(fut_future *f)
+{
+    if (f->kind == K_SLEEP)
+        fut__sleep_cancelled(f);
+    else if (f->kind >= K_GATHER)
+        fut__group_cancelled(f);
+}
+
 /* Settle f if pending. msg is taken over (freed on failure) when owned.
  * Returns 0, or EALREADY when f had settled. The caller holds a reference. */
-static int settle(fut_future *f, unsigned to, void *value, int code, char *msg, int owned)
+int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, int owned)
 {
     unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
-    fut_future *deps;
+    struct fut__task *deps;
 
     do {
         if ((s & ST_MASK) != FUT_PENDING) {
@@ -231,8 +256,12 @@ static int settle(fut_future *f, unsigned to, void *value, int code, char *msg, 
         f->task.run = fire_task;
         fut__schedule(f->rt, &f->task);
     }
+    if (to == FUT_CANCELLED)
+        cancelled_hook(f);
     return 0;
 }
+
+#define settle fut__settle
 
 static int settle_error(fut_future *f, unsigned to, int code, const char *fmt, ...)
 {
@@ -255,7 +284,7 @@ static void settle_from_call(fut_future *d, void *value, struct raised r)
 }
 
 /* Pass src's outcome on to d (src has settled). */
-static void adopt(fut_future *d, fut_future *src)
+void fut__adopt(fut_future *d, fut_future *src)
 {
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
     char *msg = NULL;
@@ -272,8 +301,9 @@ static void adopt(fut_future *d, fut_future *src)
 
 /* ---- continuations ---- */
 
-static void run_dependent(fut_future *d)
+static void run_dependent(struct fut__task *node)
 {
+    fut_future *d = (fut_future *)((char *)node - offsetof(fut_future, u.cont.wnode));
     fut_future *src = d->u.cont.src;
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
     struct raised outer, r;
@@ -282,9 +312,9 @@ static void run_dependent(fut_future *d)
     if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
         /* Cancelled before its source settled: it does not run. */
     } else if (d->kind == K_THEN && st != FUT_RESOLVED) {
-        adopt(d, src);
+        fut__adopt(d, src);
     } else if (d->kind == K_CATCH && st == FUT_RESOLVED) {
-        adopt(d, src);
+        fut__adopt(d, src);
     } else {
         outer = call_begin();
         if (d->kind == K_THEN) {
@@ -298,7 +328,7 @@ static void run_dependent(fut_future *d)
         }
         r = call_end(outer);
         if (d->kind == K_FINALLY && r.code == 0)
-            adopt(d, src);
+            fut__adopt(d, src);
         else
             settle_from_call(d, v, r);
     }
@@ -307,36 +337,22 @@ static void run_dependent(fut_future *d)
     fut_release(d);   /* the reference of src's dependents list */
 }
 
-static void cont_task(struct fut__task *task)
-{
-    run_dependent((fut_future *)((char *)task - offsetof(fut_future, task)));
-}
-
 static fut_future *attach(fut_future *src, int kind, void (*fn)(void), void *arg)
 {
-    fut_future *d, *top;
+    fut_future *d;
 
     if (src == NULL || fn == NULL) {
         errno = EINVAL;
         return NULL;
     }
-    d = future_new(src->rt, kind, 2); /* the caller's and the dependents list's */
+    d = fut__future_new(src->rt, kind, 2); /* the caller's and the dependents list's */
     if (d == NULL)
         return NULL;
     d->u.cont.src = fut_retain(src);
     d->u.cont.fn = fn;
     d->u.cont.arg = arg;
-    top = atomic_load_explicit(&src->waiters, memory_order_acquire);
-    do {
-        if (top == FUT__FIRED) {
-            /* Settled already: it still runs on the dispatcher. */
-            d->task.run = cont_task;
-            fut__schedule(src->rt, &d->task);
-            return d;
-        }
-        d->next_waiter = top;
-    } while (!atomic_compare_exchange_weak_explicit(&src->waiters, &top, d, memory_order_acq_rel,
-                                                    memory_order_acquire));
+    d->u.cont.wnode.run = run_dependent;
+    fut__depend(src, &d->u.cont.wnode);
     return d;
 }
 
@@ -391,7 +407,7 @@ static fut_future *submit(fut_runtime *rt, int lane, fut_work_fn fn, void *arg)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
-    f = future_new(rt, K_WORK, 2); /* the caller's and the pool's */
+    f = fut__future_new(rt, K_WORK, 2); /* the caller's and the pool's */
     if (f == NULL)
         return NULL;
     f->u.work.fn = fn;
@@ -540,7 +556,7 @@ fut_promise *fut_promise_new(fut_runtime *rt)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
-    return (fut_promise *)future_new(rt, K_PROMISE, 1);
+    return (fut_promise *)fut__future_new(rt, K_PROMISE, 1);
 }
 
 fut_future *fut_promise_future(fut_promise *p)

@@ -24,24 +24,32 @@ struct fut__task {
 
 /* future->waiters once the future has settled: later dependents are
  * scheduled directly. */
-#define FUT__FIRED ((struct fut_future *)1)
+#define FUT__FIRED ((struct fut__task *)1)
 
 enum fut__kind {
     K_PROMISE,  /* settled by fut_promise_* */
     K_WORK,     /* fut_submit: u.work runs on the pool */
     K_THEN,     /* continuations: u.cont */
     K_CATCH,
-    K_FINALLY
+    K_FINALLY,
+    K_SLEEP,    /* fut_sleep: u.sleep, a timer on the dispatcher */
+    K_GATHER,   /* combinators over children: u.group */
+    K_ANY,
+    K_RACE,
+    K_TIMEOUT   /* u.group with one child and a timer */
 };
 
+struct fut__group;
+
+/* A dependent of a future is a task: it sits in the future's `waiters`
+ * list until the future settles, then runs on the dispatcher. */
 struct fut_future {
-    struct fut__task task;     /* dispatcher: fire dependents, or run as continuation */
+    struct fut__task task;     /* dispatcher: fire this future's dependents */
     fut_pool_job job;          /* pool: the offloaded work (K_WORK) */
     atomic_uint state;         /* FUT_PENDING.. | ST_SETTLING, plus ST_WAITERS */
     atomic_uint refs;          /* references; freed at 0 */
-    _Atomic(struct fut_future *) waiters; /* dependents (LIFO), FUT__FIRED once settled */
-    struct fut_future *next_waiter; /* link in the source's dependents */
-    struct fut_future *fired;  /* dependents taken at settle, for the dispatcher */
+    _Atomic(struct fut__task *) waiters; /* dependents (LIFO), FUT__FIRED once settled */
+    struct fut__task *fired;   /* dependents taken at settle, for the dispatcher */
     fut_runtime *rt;           /* owner (holds a reference on it) */
     void *value;               /* resolved: the value */
     char *message;             /* rejected or cancelled: the message */
@@ -55,10 +63,18 @@ struct fut_future {
             void *arg;
         } work;
         struct {
+            struct fut__task wnode; /* our node in src's dependents */
             struct fut_future *src; /* the future this one continues (a reference) */
             void (*fn)(void);  /* fut_then_fn / fut_catch_fn / fut_finally_fn */
             void *arg;
         } cont;
+        struct {
+            uint64_t deadline; /* CLOCK_MONOTONIC ns */
+            uint32_t slot;     /* index in the timer heap, TIMER_NONE if not in it */
+            struct fut__task arm;    /* dispatcher: put it in the heap */
+            struct fut__task disarm; /* dispatcher: take it out (cancelled) */
+        } sleep;
+        struct fut__group *group; /* K_GATHER, K_ANY, K_RACE, K_TIMEOUT */
     } u;
 };
 
@@ -73,6 +89,9 @@ struct fut_runtime {
     /* Dispatcher-only. */
     _Alignas(FUT__CACHELINE) struct fut__task *run_head; /* local FIFO */
     struct fut__task *run_tail;
+    struct fut__heap_slot *heap; /* timers: a 4-ary min-heap on deadline */
+    uint32_t heap_len;           /* timers armed */
+    uint32_t heap_cap;           /* slots allocated */
 
     _Alignas(FUT__CACHELINE) atomic_uint refs; /* 1 while not freed + 1 per live future */
     atomic_int stopping;       /* fut_runtime_free has begun */
@@ -81,7 +100,39 @@ struct fut_runtime {
     pthread_t thread;          /* the dispatcher */
 };
 
+/* One armed timer: its deadline beside the future, so that sifting reads
+ * one array and not the futures. */
+struct fut__heap_slot {
+    uint64_t deadline;
+    struct fut_future *f;
+};
+#define TIMER_NONE UINT32_MAX
+
 extern _Thread_local fut_runtime *fut__dispatcher_rt;
+
+/* timer.c (dispatcher thread only) */
+uint64_t fut__now_ns(void);
+int fut__timer_add(fut_runtime *rt, struct fut_future *f);
+void fut__timer_remove(fut_runtime *rt, struct fut_future *f);
+/* Settle every timer due by now; returns the next deadline (UINT64_MAX: none). */
+uint64_t fut__timers_run(fut_runtime *rt);
+/* Cancel every armed timer (runtime shutdown). */
+void fut__timers_cancel_all(fut_runtime *rt);
+void fut__timers_free(fut_runtime *rt);
+
+/* future.c */
+/* Settle f if pending (msg is taken over when owned). 0 or EALREADY. */
+int fut__settle(struct fut_future *f, unsigned to, void *value, int code, char *msg, int owned);
+struct fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs);
+/* Run task on the dispatcher once src has settled. */
+void fut__depend(struct fut_future *src, struct fut__task *task);
+/* Settle d as src settled (src has); marks src's error as read. */
+void fut__adopt(struct fut_future *d, struct fut_future *src);
+
+/* combine.c */
+void fut__sleep_cancelled(struct fut_future *f);
+void fut__group_cancelled(struct fut_future *f);
+void fut__group_free(struct fut_future *f);
 
 /* runtime.c */
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */

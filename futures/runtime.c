@@ -17,10 +17,15 @@
  * store then load), so either the producer sees parked or the dispatcher
  * sees the task: no lost wake-up, and no system call while it is awake.
  *
+ * Timers (timer.c) are the dispatcher's own: it runs the due ones after
+ * its queues, then sleeps until the earliest deadline (futex wait on an
+ * absolute CLOCK_MONOTONIC deadline, timer slack 1 ns).
+ *
  * Shutdown (fut_runtime_free): the pool is shut down in cancel mode first
  * (running work finishes and settles; queued work's futures are
  * cancelled), so every settle that can come from a pool thread has
- * scheduled its task; then the dispatcher runs until its queues are empty
+ * scheduled its task; then the dispatcher cancels its timers (a sleep made
+ * from then on is cancelled when armed) and runs until its queues are empty
  * and exits, closing its inbox (a sentinel a push cannot get past). Tasks
  * scheduled after that (a promise the user settles later) run on the
  * scheduling thread, which stands in for the dispatcher one at a time
@@ -140,15 +145,27 @@ static void *dispatcher_main(void *arg)
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     fut__dispatcher_rt = rt;
     for (;;) {
+        uint64_t next;
         run_queue(rt);
         if (take_inbox(rt, NULL))
             continue;
-        if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
-            break;
+        next = fut__timers_run(rt);
+        if (rt->run_head != NULL)
+            continue;
+        if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+            if (rt->heap_len == 0)
+                break;
+            fut__timers_cancel_all(rt); /* their dependents run before we exit */
+            continue;
+        }
         atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
         if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) == NULL &&
-            !atomic_load_explicit(&rt->stopping, memory_order_seq_cst))
-            fut__futex_wait(&rt->parked, 1);
+            !atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+            struct timespec until;
+            until.tv_sec = (time_t)(next / 1000000000u);
+            until.tv_nsec = (long)(next % 1000000000u);
+            fut__futex_wait_until(&rt->parked, 1, next == UINT64_MAX ? NULL : &until);
+        }
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
     }
     /* Close the inbox, taking what raced in: from now on a task runs on
@@ -220,6 +237,7 @@ int fut_runtime_free(fut_runtime *rt)
     if (atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
         fut__futex_wake(&rt->parked, 1);
     fut__join(rt->thread);
+    fut__timers_free(rt);
     fut_pool_free(rt->pool);
     rt->pool = NULL;
     fut__runtime_unref(rt);

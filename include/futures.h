@@ -325,11 +325,53 @@ FUT_EXPORT fut_future *fut_catch(fut_future *f, fut_catch_fn fn, void *arg);
 typedef void (*fut_finally_fn)(fut_future *f, void *arg);
 FUT_EXPORT fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg);
 
+/* ---- time ---- */
+
+/* A future that resolves (value NULL) once seconds have passed: a timer
+ * on the dispatcher, no thread is held. Never early; seconds must be
+ * >= 0 (else NULL, errno EINVAL). Cancelling it removes the timer. */
+FUT_EXPORT fut_future *fut_sleep(fut_runtime *rt, double seconds);
+
+/* A future that settles as f does, unless seconds pass first: then it is
+ * rejected with ETIMEDOUT and f is cancelled (asyncio.wait_for). */
+FUT_EXPORT fut_future *fut_timeout(fut_future *f, double seconds);
+
+/* ---- combinators ----
+ *
+ * Each takes n futures of runtime rt (NULL: the default runtime) and keeps
+ * its own references to them. Cancelling the combinator cancels them. */
+
+/* Flags. */
+#define FUT_SETTLED 1u     /* fut_gather: never reject (gather(return_exceptions=True)) */
+#define FUT_CANCEL_REST 2u /* cancel the other futures once the result is decided */
+
+/* Resolves when all have resolved, with a void ** array of their values
+ * in input order (owned by the gather future, valid while it is held;
+ * n = 0 resolves at once). The first error rejects it with that error;
+ * the others keep running unless FUT_CANCEL_REST is given (asyncio's
+ * default is not to cancel them). With FUT_SETTLED it never rejects: a
+ * failed item's value is NULL and fut_gather_item tells its error. */
+FUT_EXPORT fut_future *fut_gather(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
+
+/* Item i of a gather future (a borrowed reference, valid while g is
+ * held), to read its state, value or error. NULL (errno EINVAL) if g is
+ * not a gather or i is out of range. */
+FUT_EXPORT fut_future *fut_gather_item(fut_future *g, size_t i);
+
+/* The first of fs to resolve decides (its value); if all fail, the error
+ * of the last to fail. n must be > 0. */
+FUT_EXPORT fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
+
+/* The first of fs to settle decides, whatever its outcome. n > 0. */
+FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
+
 /* ---- cancellation ---- */
 
 /* Cancel f if it is pending: it settles as cancelled (ECANCELED) at once,
- * its queued work is skipped, its continuations see ECANCELED. Returns 0
- * if this call cancelled it, EALREADY if it had settled, EINVAL. */
+ * its queued work is skipped (running work can poll fut_cancelled), a
+ * sleep's timer is removed, a combinator's futures are cancelled, its
+ * continuations see ECANCELED. Returns 0 if this call cancelled it,
+ * EALREADY if it had settled, EINVAL. */
 FUT_EXPORT int fut_cancel(fut_future *f);
 
 /* ---- errors nobody read ---- */

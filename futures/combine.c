@@ -1,0 +1,329 @@
+/* combine.c - sleep, and the futures made of other futures: gather, any,
+ * race, timeout.
+ *
+ * DESIGN
+ *
+ * A combinator future owns a group: its children (references) and one link
+ * per child, a task queued on the child's dependents. Links fire on the
+ * dispatcher thread only, so the group's counters need no atomics; each
+ * link holds a reference on the combinator until it has fired, so the
+ * group outlives every link that points into it.
+ *
+ * Cancelling a combinator cancels its children (any thread: the children
+ * array does not change after creation). A timeout is a race between its
+ * future and an internal sleep: whichever settles first decides, and the
+ * other is cancelled (the sleep's timer is removed at once).
+ *
+ * A sleep holds one reference for the timer heap from creation until the
+ * timer fires, is removed, or is refused (cancelled before it was armed).
+ * Arming and removal are dispatcher tasks, each with its own node, so a
+ * cancel from any thread never races the heap.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "futures/internal.h"
+#include "pool/alloc.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- sleep ---- */
+
+static fut_future *sleep_of(struct fut__task *t, size_t off)
+{
+    return (fut_future *)((char *)t - off);
+}
+
+static void arm_task(struct fut__task *t)
+{
+    fut_future *f = sleep_of(t, offsetof(fut_future, u.sleep.arm));
+    fut_runtime *rt = f->rt;
+    int rc;
+
+    if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
+        fut_release(f); /* cancelled before it was armed: the heap's reference */
+        return;
+    }
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+        fut__settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
+        fut_release(f);
+        return;
+    }
+    rc = fut__timer_add(rt, f);
+    if (rc != 0) {
+        fut__settle(f, FUT_REJECTED, NULL, rc, (char *)"no memory for a timer", 0);
+        fut_release(f);
+    }
+}
+
+static void disarm_task(struct fut__task *t)
+{
+    fut_future *f = sleep_of(t, offsetof(fut_future, u.sleep.disarm));
+
+    if (f->u.sleep.slot != TIMER_NONE) {
+        fut__timer_remove(f->rt, f);
+        fut_release(f); /* the heap's reference */
+    }
+    fut_release(f); /* this task's */
+}
+
+void fut__sleep_cancelled(fut_future *f)
+{
+    fut_retain(f);
+    f->u.sleep.disarm.run = disarm_task;
+    fut__schedule(f->rt, &f->u.sleep.disarm);
+}
+
+fut_future *fut_sleep(fut_runtime *rt, double seconds)
+{
+    fut_future *f;
+    double ns;
+
+    if (!(seconds >= 0)) { /* negative or NaN */
+        errno = EINVAL;
+        return NULL;
+    }
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    f = fut__future_new(rt, K_SLEEP, 2); /* the caller's and the heap's */
+    if (f == NULL)
+        return NULL;
+    ns = ceil(seconds * 1e9);
+    f->u.sleep.deadline = fut__now_ns() + (ns > 1e18 ? (uint64_t)1e18 : (uint64_t)ns);
+    f->u.sleep.slot = TIMER_NONE;
+    f->u.sleep.arm.run = arm_task;
+    fut__schedule(rt, &f->u.sleep.arm);
+    return f;
+}
+
+/* ---- groups ---- */
+
+struct link {
+    struct fut__task node;   /* queued on the child's dependents */
+    struct fut__group *group;
+};
+
+struct fut__group {
+    fut_future *self;        /* the combinator (no reference: it owns us) */
+    size_t n;                /* children */
+    size_t pending;          /* children not yet settled (dispatcher only) */
+    unsigned flags;          /* FUT_SETTLED, FUT_CANCEL_REST */
+    double seconds;          /* K_TIMEOUT: for the message */
+    void **values;           /* K_GATHER: the values, in input order */
+    fut_future **children;   /* references */
+    struct link links[];     /* one per child */
+};
+
+static void cancel_children(struct fut__group *g, size_t except)
+{
+    size_t i;
+
+    for (i = 0; i < g->n; i++)
+        if (i != except)
+            fut_cancel(g->children[i]);
+}
+
+void fut__group_cancelled(fut_future *f)
+{
+    cancel_children(f->u.group, (size_t)-1);
+}
+
+void fut__group_free(fut_future *f)
+{
+    struct fut__group *g = f->u.group;
+    size_t i;
+
+    if (g == NULL)
+        return;
+    for (i = 0; i < g->n; i++)
+        fut_release(g->children[i]);
+    fut__free(g->values);
+    fut__free(g->children);
+    fut__free(g);
+}
+
+static int settled_ok(fut_future *c)
+{
+    return (atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_RESOLVED;
+}
+
+/* A child settled (dispatcher thread). */
+static void link_fired(struct fut__task *node)
+{
+    struct link *l = (struct link *)node;
+    struct fut__group *g = l->group;
+    fut_future *self = g->self;
+    size_t i = (size_t)(l - g->links);
+    fut_future *c = g->children[i];
+    int decided = (atomic_load_explicit(&self->state, memory_order_acquire) & ST_MASK) != FUT_PENDING;
+
+    g->pending--;
+    if (decided) {
+        /* The combinator settled already (an earlier child, or a cancel). */
+    } else if (self->kind == K_GATHER) {
+        if (settled_ok(c)) {
+            g->values[i] = c->value;
+            if (g->pending == 0)
+                fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
+        } else if (g->flags & FUT_SETTLED) {
+            atomic_store_explicit(&c->observed, 1, memory_order_release);
+            if (g->pending == 0)
+                fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
+        } else {
+            fut__adopt(self, c);
+            if (g->flags & FUT_CANCEL_REST)
+                cancel_children(g, i);
+        }
+    } else if (self->kind == K_ANY) {
+        if (settled_ok(c)) {
+            fut__adopt(self, c);
+            if (g->flags & FUT_CANCEL_REST)
+                cancel_children(g, i);
+        } else if (g->pending == 0) {
+            fut__adopt(self, c); /* every child failed: the last error */
+        } else {
+            atomic_store_explicit(&c->observed, 1, memory_order_release);
+        }
+    } else if (self->kind == K_RACE) {
+        fut__adopt(self, c);
+        if (g->flags & FUT_CANCEL_REST)
+            cancel_children(g, i);
+    } else { /* K_TIMEOUT: child 0 is the future, child 1 the sleep */
+        if (i == 0) {
+            fut__adopt(self, c);
+            fut_cancel(g->children[1]);
+        } else if (settled_ok(c)) {
+            char *msg = NULL;
+            if (asprintf(&msg, "timed out after %g s", g->seconds) < 0)
+                msg = NULL;
+            fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
+            fut_cancel(g->children[0]);
+        }
+        /* a cancelled sleep: our own doing, after child 0 settled */
+    }
+    fut_release(self); /* the link's reference */
+}
+
+static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, size_t n,
+                             unsigned flags)
+{
+    struct fut__group *g;
+    fut_future *self;
+    size_t i;
+
+    if ((n != 0 && fs == NULL) || (flags & ~(unsigned)(FUT_SETTLED | FUT_CANCEL_REST)) ||
+        n > ((size_t)-1 - sizeof *g) / sizeof(struct link)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (fs[i] == NULL || fs[i]->rt != rt) {
+            errno = EINVAL;
+            return NULL;
+        }
+    }
+    g = fut__malloc(sizeof *g + n * sizeof(struct link));
+    if (g == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    memset(g, 0, sizeof *g);
+    g->n = n;
+    g->pending = n;
+    g->flags = flags;
+    g->children = fut__malloc((n ? n : 1) * sizeof *g->children);
+    if (kind == K_GATHER)
+        g->values = fut__calloc(n ? n : 1, sizeof *g->values);
+    if (g->children == NULL || (kind == K_GATHER && g->values == NULL)) {
+        fut__free(g->children);
+        fut__free(g->values);
+        fut__free(g);
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* The caller's reference and one per link. */
+    self = fut__future_new(rt, kind, 1 + (unsigned)n);
+    if (self == NULL) {
+        fut__free(g->children);
+        fut__free(g->values);
+        fut__free(g);
+        return NULL;
+    }
+    g->self = self;
+    self->u.group = g;
+    for (i = 0; i < n; i++)
+        g->children[i] = fut_retain(fs[i]);
+    if (n == 0)
+        fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
+    for (i = 0; i < n; i++) {
+        g->links[i].group = g;
+        g->links[i].node.run = link_fired;
+        fut__depend(fs[i], &g->links[i].node);
+    }
+    return self;
+}
+
+fut_future *fut_gather(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
+{
+    return group_new(rt, K_GATHER, fs, n, flags);
+}
+
+fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
+{
+    if (n == 0 || (flags & FUT_SETTLED)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return group_new(rt, K_ANY, fs, n, flags);
+}
+
+fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
+{
+    if (n == 0 || (flags & FUT_SETTLED)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return group_new(rt, K_RACE, fs, n, flags);
+}
+
+fut_future *fut_gather_item(fut_future *g, size_t i)
+{
+    if (g == NULL || g->kind != K_GATHER || i >= g->u.group->n) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return g->u.group->children[i];
+}
+
+fut_future *fut_timeout(fut_future *f, double seconds)
+{
+    fut_future *pair[2], *t;
+
+    if (f == NULL || !(seconds >= 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    pair[0] = f;
+    pair[1] = fut_sleep(f->rt, seconds);
+    if (pair[1] == NULL)
+        return NULL;
+    t = group_new(f->rt, K_TIMEOUT, pair, 2, 0);
+    if (t != NULL)
+        t->u.group->seconds = seconds;
+    else
+        fut_cancel(pair[1]);
+    fut_release(pair[1]);
+    return t;
+}
