@@ -30,7 +30,6 @@
 #include "pool/alloc.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,8 +96,11 @@ fut_future *fut_sleep(fut_runtime *rt, double seconds)
     f = fut__future_new(rt, K_SLEEP, 2); /* the caller's and the heap's */
     if (f == NULL)
         return NULL;
-    ns = ceil(seconds * 1e9);
-    f->u.sleep.deadline = fut__now_ns() + (ns > 1e18 ? (uint64_t)1e18 : (uint64_t)ns);
+    /* Rounded up: never early. Capped at about 31 years. */
+    ns = seconds * 1e9;
+    if (ns > 1e18)
+        ns = 1e18;
+    f->u.sleep.deadline = fut__now_ns() + (uint64_t)ns + ((double)(uint64_t)ns < ns);
     f->u.sleep.slot = TIMER_NONE;
     f->u.sleep.arm.run = arm_task;
     fut__schedule(rt, &f->u.sleep.arm);

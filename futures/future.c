@@ -316,6 +316,7 @@ static void run_dependent(struct fut__task *node)
     } else if (d->kind == K_CATCH && st == FUT_RESOLVED) {
         fut__adopt(d, src);
     } else {
+        uint64_t start = d->rt->slow_ns ? fut__now_ns() : 0;
         outer = call_begin();
         if (d->kind == K_THEN) {
             v = ((fut_then_fn)d->u.cont.fn)(src->value, d->u.cont.arg);
@@ -327,6 +328,8 @@ static void run_dependent(struct fut__task *node)
             ((fut_finally_fn)d->u.cont.fn)(src, d->u.cont.arg);
         }
         r = call_end(outer);
+        if (start != 0)
+            fut__debug_slow(d->rt, d->u.cont.fn, start);
         if (d->kind == K_FINALLY && r.code == 0)
             fut__adopt(d, src);
         else

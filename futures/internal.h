@@ -96,6 +96,7 @@ struct fut_runtime {
     _Alignas(FUT__CACHELINE) atomic_uint refs; /* 1 while not freed + 1 per live future */
     atomic_int stopping;       /* fut_runtime_free has begun */
     pthread_mutex_t dead_lock; /* serializes tasks run after the dispatcher exited */
+    uint64_t slow_ns;          /* debug mode: warn about continuations longer than this (0: off) */
     fut_pool *pool;            /* where work runs */
     pthread_t thread;          /* the dispatcher */
 };
@@ -138,5 +139,7 @@ void fut__group_free(struct fut_future *f);
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */
 void fut__schedule(fut_runtime *rt, struct fut__task *task);
 void fut__runtime_unref(fut_runtime *rt);
+/* Debug mode: report fn if it held the dispatcher since start_ns for too long. */
+void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns);
 
 #endif

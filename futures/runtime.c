@@ -45,7 +45,10 @@
 #include "pool/alloc.h"
 #include "pool/pool_internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -178,6 +181,45 @@ static void *dispatcher_main(void *arg)
     return NULL;
 }
 
+/* FUT_DEBUG=1 turns the debug mode on with a 100 ms threshold (asyncio's
+ * slow_callback_duration); FUT_DEBUG_SLOW_MS=N sets it (and turns it on). */
+static uint64_t debug_threshold_ns(void)
+{
+    const char *ms = getenv("FUT_DEBUG_SLOW_MS"), *on = getenv("FUT_DEBUG");
+    char *end;
+    double v;
+
+    if (ms != NULL && *ms != '\0') {
+        v = strtod(ms, &end);
+        if (*end == '\0' && v > 0 && v < 1e9)
+            return (uint64_t)(v * 1e6);
+    }
+    if (on != NULL && *on != '\0' && strcmp(on, "0") != 0)
+        return 100000000u;
+    return 0;
+}
+
+void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns)
+{
+    uint64_t took = fut__now_ns() - start_ns;
+    Dl_info info;
+    const char *name = "?", *file = "?";
+
+    if (took < rt->slow_ns)
+        return;
+    memset(&info, 0, sizeof info);
+    if (dladdr((void *)(uintptr_t)fn, &info) != 0) {
+        if (info.dli_sname != NULL)
+            name = info.dli_sname;
+        if (info.dli_fname != NULL)
+            file = info.dli_fname;
+    }
+    fprintf(stderr,
+            "libfutures: debug: a continuation held the dispatcher for %.1f ms (threshold %.1f ms):"
+            " %s (%p in %s)\n",
+            (double)took / 1e6, (double)rt->slow_ns / 1e6, name, (void *)(uintptr_t)fn, file);
+}
+
 fut_runtime *fut_runtime_new(const fut_pool_options *opts)
 {
     fut_runtime *rt;
@@ -190,6 +232,7 @@ fut_runtime *fut_runtime_new(const fut_pool_options *opts)
     }
     memset(rt, 0, sizeof *rt);
     atomic_init(&rt->refs, 1);
+    rt->slow_ns = debug_threshold_ns();
     rt->pool = fut_pool_new(opts);
     if (rt->pool == NULL) {
         rc = errno;

@@ -374,6 +374,15 @@ FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n
  * EALREADY if it had settled, EINVAL. */
 FUT_EXPORT int fut_cancel(fut_future *f);
 
+/* ---- debug mode ----
+ *
+ * Set FUT_DEBUG=1 in the environment (read when a runtime is created) and
+ * every continuation that holds the dispatcher for 100 ms or more is
+ * reported on stderr with its function's name (from the dynamic symbol
+ * table: static functions show as an address and their binary, so link
+ * with -rdynamic to see them named), as asyncio's debug mode does.
+ * FUT_DEBUG_SLOW_MS=N sets another threshold. */
+
 /* ---- errors nobody read ---- */
 
 /* Called when a rejected future is freed and nobody read its error

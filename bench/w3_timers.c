@@ -1,0 +1,58 @@
+/* W3 timers: N concurrent 100 ms sleeps started at once; wall until all
+ * have fired (ideal 0.100 s) and memory per pending sleep, the future
+ * included: (peak RSS at the end - RSS before arming) / N, as the peers
+ * measure it. Exits 1 if a sleep did not resolve or fired early. */
+#include "bench/bench.h"
+
+#include <futures.h>
+
+/* field = "VmRSS:" (current) or "VmHWM:" (peak); bytes */
+static long proc_status_bytes(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t fl = strlen(field);
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, fl) == 0) {
+            kb = atol(line + fl);
+            break;
+        }
+    fclose(f);
+    return kb * 1024;
+}
+
+int main(int argc, char **argv)
+{
+    long n = bench_arg_n(argc, argv, 100000), i, base, peak;
+    fut_runtime *rt = fut_runtime_new(NULL);
+    fut_future **s;
+    double t0, t_arm, wall;
+
+    BENCH_CHECK(rt != NULL, "setup failed");
+    base = proc_status_bytes("VmRSS:");
+    t0 = bench_now();
+    s = malloc((size_t)n * sizeof *s);
+    BENCH_CHECK(s != NULL, "no memory");
+    for (i = 0; i < n; i++) {
+        s[i] = fut_sleep(rt, 0.100);
+        BENCH_CHECK(s[i] != NULL, "fut_sleep failed at %ld", i);
+    }
+    t_arm = bench_now() - t0;
+    for (i = 0; i < n; i++)
+        BENCH_CHECK(fut_wait(s[i], -1) == 0 && fut_state(s[i]) == FUT_RESOLVED, "sleep %ld", i);
+    wall = bench_now() - t0;
+    peak = proc_status_bytes("VmHWM:");
+    BENCH_CHECK(wall >= 0.100, "fired early: %.6f s", wall);
+    bench_report("W3_timers_100ms", n, wall);
+    fprintf(stderr, "arm_s=%.4f baseRSS=%ld peakRSS=%ld bytes_per_timer=%.1f\n", t_arm, base, peak,
+            (double)(peak - base) / (double)n);
+    for (i = 0; i < n; i++)
+        fut_release(s[i]);
+    free(s);
+    fut_runtime_free(rt);
+    return 0;
+}
