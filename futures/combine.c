@@ -153,6 +153,18 @@ void fut__group_free(fut_future *f)
     fut__free(g);
 }
 
+/* Settle the combinator as child c settled. A cancelled child makes it
+ * rejected with ECANCELED, not cancelled: cancelling one child must not
+ * cancel its siblings through the combinator (asyncio's gather does the
+ * same). */
+static void adopt_child(fut_future *self, fut_future *c)
+{
+    if ((atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED)
+        fut__settle(self, FUT_REJECTED, NULL, ECANCELED, (char *)"a combined future was cancelled", 0);
+    else
+        fut__adopt(self, c);
+}
+
 static int settled_ok(fut_future *c)
 {
     return (atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_RESOLVED;
@@ -181,34 +193,36 @@ static void link_fired(struct fut__task *node)
             if (g->pending == 0)
                 fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
         } else {
-            fut__adopt(self, c);
+            adopt_child(self, c);
             if (g->flags & FUT_CANCEL_REST)
                 cancel_children(g, i);
         }
     } else if (self->kind == K_ANY) {
         if (settled_ok(c)) {
-            fut__adopt(self, c);
+            adopt_child(self, c);
             if (g->flags & FUT_CANCEL_REST)
                 cancel_children(g, i);
         } else if (g->pending == 0) {
-            fut__adopt(self, c); /* every child failed: the last error */
+            adopt_child(self, c); /* every child failed: the last error */
         } else {
             atomic_store_explicit(&c->observed, 1, memory_order_release);
         }
     } else if (self->kind == K_RACE) {
-        fut__adopt(self, c);
+        adopt_child(self, c);
         if (g->flags & FUT_CANCEL_REST)
             cancel_children(g, i);
     } else { /* K_TIMEOUT: child 0 is the future, child 1 the sleep */
         if (i == 0) {
-            fut__adopt(self, c);
+            adopt_child(self, c);
             fut_cancel(g->children[1]);
-        } else if (settled_ok(c)) {
+        } else if (settled_ok(c) && fut_cancel(g->children[0]) == 0) {
+            /* Time out only if the future was still pending: one that
+             * settled first (its link not yet run) keeps its result, which
+             * its own link adopts. No result is lost to a timeout. */
             char *msg = NULL;
             if (asprintf(&msg, "timed out after %g s", g->seconds) < 0)
                 msg = NULL;
             fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
-            fut_cancel(g->children[0]);
         }
         /* a cancelled sleep: our own doing, after child 0 settled */
     }

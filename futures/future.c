@@ -11,11 +11,12 @@
  * them only if the bit was set.
  *
  * Dependents (continuations) and settling meet in `waiters`: a dependent
- * is pushed with CAS unless the word is FUT__FIRED; the settler exchanges
- * FUT__FIRED in and takes the list. So each dependent is taken exactly
- * once: by the settler (then run by the dispatcher when it fires the
- * source) or, when attached after settling, scheduled directly. Either
- * way it runs on the dispatcher.
+ * is pushed with CAS unless the word is FUT__FIRED. A settler that finds
+ * the list empty swaps FUT__FIRED in (CAS); otherwise it schedules the
+ * future's fire task, and the dispatcher swaps FUT__FIRED in and runs the
+ * list. So each dependent is taken exactly once, runs on the dispatcher,
+ * and in attach order: until the swap, new dependents join the list;
+ * after it, they are scheduled behind the fire task that is running.
  *
  * References: the caller's; one held by a source's dependents list for
  * each dependent; one a dependent holds on its source; one held by the
@@ -118,13 +119,30 @@ static void default_unobserved(int code, const char *message, void *arg)
             message, strerror(code));
 }
 
-static _Atomic(fut_unobserved_fn) unobserved_fn;
-static void *_Atomic unobserved_arg;
+/* The hook and its argument change together: under one lock, taken only
+ * to set them and to report (a rare path). */
+static pthread_mutex_t unobserved_lock = PTHREAD_MUTEX_INITIALIZER;
+static fut_unobserved_fn unobserved_fn;
+static void *unobserved_arg;
 
 void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg)
 {
-    atomic_store_explicit(&unobserved_arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&unobserved_fn, fn, memory_order_release);
+    fut__lock(&unobserved_lock);
+    unobserved_fn = fn;
+    unobserved_arg = arg;
+    fut__unlock(&unobserved_lock);
+}
+
+static void report_unobserved(int code, const char *message)
+{
+    fut_unobserved_fn fn;
+    void *arg;
+
+    fut__lock(&unobserved_lock);
+    fn = unobserved_fn != NULL ? unobserved_fn : default_unobserved;
+    arg = unobserved_arg;
+    fut__unlock(&unobserved_lock);
+    fn(code, message, arg);
 }
 
 /* ---- life ---- */
@@ -152,11 +170,8 @@ static void future_free(fut_future *f)
     unsigned st = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
     fut_runtime *rt = f->rt;
 
-    if (st == FUT_REJECTED && !atomic_load_explicit(&f->observed, memory_order_acquire)) {
-        fut_unobserved_fn fn = atomic_load_explicit(&unobserved_fn, memory_order_acquire);
-        void *arg = atomic_load_explicit(&unobserved_arg, memory_order_relaxed);
-        (fn != NULL ? fn : default_unobserved)(f->code, f->message ? f->message : "", arg);
-    }
+    if (st == FUT_REJECTED && !atomic_load_explicit(&f->observed, memory_order_acquire))
+        report_unobserved(f->code, f->message ? f->message : "");
     if (f->msg_owned)
         free(f->message);
     if (f->kind >= K_GATHER)
@@ -186,9 +201,12 @@ void fut_release(fut_future *f)
 static void fire_task(struct fut__task *task)
 {
     fut_future *f = (fut_future *)((char *)task - offsetof(fut_future, task));
-    struct fut__task *d = f->fired, *prev = NULL, *next;
+    struct fut__task *d, *prev = NULL, *next;
 
-    f->fired = NULL;
+    /* Taken here, on the dispatcher, not by the settler: a dependent
+     * attached until now joins this list, one attached after it is
+     * scheduled behind this task. Either way, attach order holds. */
+    d = atomic_exchange_explicit(&f->waiters, FUT__FIRED, memory_order_acq_rel);
     for (; d != NULL; d = next) { /* LIFO -> attach order */
         next = d->next;
         d->next = prev;
@@ -249,9 +267,11 @@ int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, in
     s = atomic_exchange_explicit(&f->state, to, memory_order_acq_rel);
     if (s & ST_WAITERS)
         fut__futex_wake(&f->state, 0x7fffffff);
-    deps = atomic_exchange_explicit(&f->waiters, FUT__FIRED, memory_order_acq_rel);
-    if (deps != NULL) {
-        f->fired = deps;
+    /* No dependents: mark it fired, later ones are scheduled directly.
+     * Else the dispatcher takes the list (fire_task). */
+    deps = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&f->waiters, &deps, FUT__FIRED,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
         fut_retain(f);
         f->task.run = fire_task;
         fut__schedule(f->rt, &f->task);
@@ -571,11 +591,22 @@ fut_future *fut_promise_future(fut_promise *p)
     return fut_retain(promise_future(p));
 }
 
+/* A settler holds its own reference: the thread that sees the promise
+ * settled may free it while this call is still waking waiters. */
+static int settle_promise(fut_promise *p, unsigned to, void *value, int code, char *msg)
+{
+    fut_future *f = fut_retain(promise_future(p));
+    int rc = settle(f, to, value, code, msg, 1);
+
+    fut_release(f);
+    return rc;
+}
+
 int fut_promise_resolve(fut_promise *p, void *value)
 {
     if (p == NULL)
         return EINVAL;
-    return settle(promise_future(p), FUT_RESOLVED, value, 0, NULL, 0);
+    return settle_promise(p, FUT_RESOLVED, value, 0, NULL);
 }
 
 int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
@@ -588,7 +619,7 @@ int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
     va_start(ap, fmt);
     msg = vformat(fmt, ap);
     va_end(ap);
-    return settle(promise_future(p), FUT_REJECTED, NULL, code, msg, 1);
+    return settle_promise(p, FUT_REJECTED, NULL, code, msg);
 }
 
 void fut_promise_free(fut_promise *p)

@@ -49,7 +49,6 @@ struct fut_future {
     atomic_uint state;         /* FUT_PENDING.. | ST_SETTLING, plus ST_WAITERS */
     atomic_uint refs;          /* references; freed at 0 */
     _Atomic(struct fut__task *) waiters; /* dependents (LIFO), FUT__FIRED once settled */
-    struct fut__task *fired;   /* dependents taken at settle, for the dispatcher */
     fut_runtime *rt;           /* owner (holds a reference on it) */
     void *value;               /* resolved: the value */
     char *message;             /* rejected or cancelled: the message */

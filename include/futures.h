@@ -332,8 +332,11 @@ FUT_EXPORT fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg);
  * >= 0 (else NULL, errno EINVAL). Cancelling it removes the timer. */
 FUT_EXPORT fut_future *fut_sleep(fut_runtime *rt, double seconds);
 
-/* A future that settles as f does, unless seconds pass first: then it is
- * rejected with ETIMEDOUT and f is cancelled (asyncio.wait_for). */
+/* A future that settles as f does, unless seconds pass first: then f is
+ * cancelled and the timeout is rejected with ETIMEDOUT (asyncio.wait_for).
+ * If f settled just before the cancel (its continuations not yet run),
+ * the timeout takes f's outcome instead: a result is never lost to a
+ * timeout. Cancelling the timeout future cancels f. */
 FUT_EXPORT fut_future *fut_timeout(fut_future *f, double seconds);
 
 /* ---- combinators ----
@@ -347,10 +350,13 @@ FUT_EXPORT fut_future *fut_timeout(fut_future *f, double seconds);
 
 /* Resolves when all have resolved, with a void ** array of their values
  * in input order (owned by the gather future, valid while it is held;
- * n = 0 resolves at once). The first error rejects it with that error;
- * the others keep running unless FUT_CANCEL_REST is given (asyncio's
- * default is not to cancel them). With FUT_SETTLED it never rejects: a
- * failed item's value is NULL and fut_gather_item tells its error. */
+ * n = 0 resolves at once). The first error rejects it with that error
+ * (a cancelled item rejects it with ECANCELED: the gather itself is not
+ * cancelled); the others keep running unless FUT_CANCEL_REST is given
+ * (asyncio's default is not to cancel them). With FUT_SETTLED it never
+ * rejects: a failed item's value is NULL and fut_gather_item tells its
+ * error. The same holds for fut_any and fut_race: a cancelled input is a
+ * failure with ECANCELED, never a cancel of the combinator. */
 FUT_EXPORT fut_future *fut_gather(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
 
 /* Item i of a gather future (a borrowed reference, valid while g is
