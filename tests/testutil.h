@@ -494,4 +494,77 @@ static TU_UNUSED int tu_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/* ------------------------------------------------------------------------
+ * Runtime helpers (the futures suites)
+ * ---------------------------------------------------------------------- */
+
+/* Integers carried as future values. */
+#define TU_PTR(n) ((void *)(uintptr_t)(n))
+#define TU_UINT(p) ((uintptr_t)(p))
+
+/* A runtime with the given options (0 keeps that default). */
+static TU_UNUSED fut_runtime *tu_rt_new_opts(unsigned compute, unsigned blocking_max)
+{
+    fut_pool_options o;
+    fut_runtime *rt;
+    ck_assert_int_eq(fut_pool_options_init(&o), 0);
+    if (compute)
+        o.compute_threads = compute;
+    if (blocking_max)
+        o.blocking_max = blocking_max;
+    errno = 0;
+    rt = fut_runtime_new(&o);
+    ck_assert_msg(rt != NULL, "fut_runtime_new(compute %u, blocking_max %u) failed: %s",
+                  o.compute_threads, o.blocking_max, strerror(errno));
+    ck_assert_uint_eq(fut_runtime_live(rt), 0);
+    return rt;
+}
+
+/* A runtime with compute compute workers (0: the default count). */
+static TU_UNUSED fut_runtime *tu_rt_new(unsigned compute)
+{
+    return tu_rt_new_opts(compute, 0);
+}
+
+/* Wait (bounded) for f to settle; fails the test if it does not. */
+#define TU_SETTLE(f)                                                          \
+    do {                                                                      \
+        int tu_rc_ = fut_wait((f), TU_WAIT_MS / 1000.0);                      \
+        ck_assert_msg(tu_rc_ == 0, "fut_wait(%s) returned %d (%s)", #f, tu_rc_, \
+                      strerror(tu_rc_));                                      \
+    } while (0)
+
+/* Wait until every future of rt has been freed (the dispatcher may still
+ * hold references while it finishes continuations), then free rt. Call
+ * after releasing every future the test holds. */
+static TU_UNUSED void tu_rt_finish(fut_runtime *rt)
+{
+    bool ok;
+    TU_POLL(ok, fut_runtime_live(rt) == 0, TU_WAIT_MS);
+    ck_assert_msg(ok, "%llu future(s) still live after everything was released",
+                  (unsigned long long)fut_runtime_live(rt));
+    ck_assert_int_eq(fut_runtime_free(rt), 0);
+}
+
+/* Poll (bounded) until the atomic counter *c reaches n; fails the test
+ * otherwise or if it went past n. */
+#define TU_POLL_COUNT(c, n)                                                   \
+    do {                                                                      \
+        bool tu_ok_;                                                          \
+        long long tu_n_ = (long long)(n);                                     \
+        TU_POLL(tu_ok_, (long long)atomic_load(c) >= tu_n_, TU_WAIT_MS);      \
+        ck_assert_msg((long long)atomic_load(c) == tu_n_, "%s is %lld, expected %lld", #c, \
+                      (long long)atomic_load(c), tu_n_);                      \
+    } while (0)
+
+/* A silent unobserved-error hook for suites that reject many futures on
+ * purpose (the default hook prints a line per future). */
+static TU_UNUSED void tu_quiet_unobserved(int code, const char *message, void *arg)
+{
+    (void)code;
+    (void)message;
+    if (arg)
+        atomic_fetch_add((atomic_uint *)arg, 1);
+}
+
 #endif /* FUT_TESTUTIL_H */
