@@ -149,7 +149,7 @@ static void report_unobserved(int code, const char *message)
 
 fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs)
 {
-    fut_future *f = fut__malloc(sizeof *f);
+    fut_future *f = fut__obj_alloc();
 
     if (f == NULL) {
         errno = ENOMEM;
@@ -176,7 +176,7 @@ static void future_free(fut_future *f)
         free(f->message);
     if (f->kind >= K_GATHER)
         fut__group_free(f);
-    fut__free(f);
+    fut__obj_free(f);
     fut__runtime_unref(rt);
 }
 

@@ -77,6 +77,9 @@ struct fut_future {
     } u;
 };
 
+/* Every future is one block of this size (mem.c). */
+#define FUT__OBJ_SIZE ((sizeof(struct fut_future) + 15) & ~(size_t)15)
+
 struct fut_runtime {
     /* Producers' line: tasks scheduled from other threads (Treiber stack,
      * taken whole by the dispatcher). */
@@ -119,6 +122,10 @@ uint64_t fut__timers_run(fut_runtime *rt);
 /* Cancel every armed timer (runtime shutdown). */
 void fut__timers_cancel_all(fut_runtime *rt);
 void fut__timers_free(fut_runtime *rt);
+
+/* mem.c: blocks of FUT__OBJ_SIZE, from per-thread caches (any thread) */
+void *fut__obj_alloc(void); /* NULL when out of memory */
+void fut__obj_free(void *p); /* NULL is a no-op */
 
 /* future.c */
 /* Settle f if pending (msg is taken over when owned). 0 or EALREADY. */

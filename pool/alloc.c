@@ -17,6 +17,11 @@ static int refused(size_t size)
     return fn != NULL && fn(size) != 0;
 }
 
+int fut__alloc_refused(size_t size)
+{
+    return refused(size);
+}
+
 void *fut__malloc(size_t size)
 {
     return refused(size) ? NULL : malloc(size);

@@ -12,6 +12,10 @@ typedef int (*fut__alloc_hook_fn)(size_t size);
 /* Install hook (NULL restores normal allocation). Any thread. */
 void fut__alloc_set_hook(fut__alloc_hook_fn hook);
 
+/* Whether the hook refuses an allocation of size (for allocators built
+ * on top of these calls, which must ask once per object). */
+int fut__alloc_refused(size_t size);
+
 void *fut__malloc(size_t size);
 void *fut__calloc(size_t n, size_t size);
 /* size bytes aligned to align (a power of two, at least sizeof(void *)). */
