@@ -14,10 +14,9 @@
  * future and an internal sleep: whichever settles first decides, and the
  * other is cancelled (the sleep's timer is removed at once).
  *
- * A sleep holds one reference for the timer heap from creation until the
- * timer fires, is removed, or is refused (cancelled before it was armed).
- * Arming and removal are dispatcher tasks, each with its own node, so a
- * cancel from any thread never races the heap.
+ * A sleep holds one reference for the timer wheel from creation until
+ * the wheel lets go of it (timer.c); it is armed by its own task on the
+ * dispatcher, so a cancel from any thread never races the wheel.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -36,51 +35,6 @@
 
 /* ---- sleep ---- */
 
-static fut_future *sleep_of(struct fut__task *t, size_t off)
-{
-    return (fut_future *)((char *)t - off);
-}
-
-static void arm_task(struct fut__task *t)
-{
-    fut_future *f = sleep_of(t, offsetof(fut_future, u.sleep.arm));
-    fut_runtime *rt = f->rt;
-    int rc;
-
-    if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
-        fut_release(f); /* cancelled before it was armed: the heap's reference */
-        return;
-    }
-    if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-        fut__settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
-        fut_release(f);
-        return;
-    }
-    rc = fut__timer_add(rt, f);
-    if (rc != 0) {
-        fut__settle(f, FUT_REJECTED, NULL, rc, (char *)"no memory for a timer", 0);
-        fut_release(f);
-    }
-}
-
-static void disarm_task(struct fut__task *t)
-{
-    fut_future *f = sleep_of(t, offsetof(fut_future, u.sleep.disarm));
-
-    if (f->u.sleep.slot != TIMER_NONE) {
-        fut__timer_remove(f->rt, f);
-        fut_release(f); /* the heap's reference */
-    }
-    fut_release(f); /* this task's */
-}
-
-void fut__sleep_cancelled(fut_future *f)
-{
-    fut_retain(f);
-    f->u.sleep.disarm.run = disarm_task;
-    fut__schedule(f->rt, &f->u.sleep.disarm);
-}
-
 fut_future *fut_sleep(fut_runtime *rt, double seconds)
 {
     fut_future *f;
@@ -93,17 +47,16 @@ fut_future *fut_sleep(fut_runtime *rt, double seconds)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
-    f = fut__future_new(rt, K_SLEEP, 2); /* the caller's and the heap's */
+    f = fut__future_new(rt, K_SLEEP, 2); /* the caller's and the wheel's */
     if (f == NULL)
         return NULL;
     /* Rounded up: never early. Capped at about 31 years. */
     ns = seconds * 1e9;
     if (ns > 1e18)
         ns = 1e18;
-    f->u.sleep.deadline = fut__now_ns() + (uint64_t)ns + ((double)(uint64_t)ns < ns);
-    f->u.sleep.slot = TIMER_NONE;
-    f->u.sleep.arm.run = arm_task;
-    fut__schedule(rt, &f->u.sleep.arm);
+    f->deadline = fut__now_ns() + (uint64_t)ns + ((double)(uint64_t)ns < ns);
+    /* Its own task arms it on the dispatcher (fut__future_task). */
+    fut__schedule_future(rt, f);
     return f;
 }
 
@@ -183,13 +136,13 @@ static void link_fired(struct fut__task *node)
     g->pending--;
     if (decided) {
         /* The combinator settled already (an earlier child, or a cancel). */
-    } else if (self->kind == K_GATHER) {
+    } else if (fut__kind(self) == K_GATHER) {
         if (settled_ok(c)) {
             g->values[i] = c->value;
             if (g->pending == 0)
                 fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
         } else if (g->flags & FUT_SETTLED) {
-            atomic_store_explicit(&c->observed, 1, memory_order_release);
+            fut__observe(c);
             if (g->pending == 0)
                 fut__settle(self, FUT_RESOLVED, g->values, 0, NULL, 0);
         } else {
@@ -197,7 +150,7 @@ static void link_fired(struct fut__task *node)
             if (g->flags & FUT_CANCEL_REST)
                 cancel_children(g, i);
         }
-    } else if (self->kind == K_ANY) {
+    } else if (fut__kind(self) == K_ANY) {
         if (settled_ok(c)) {
             adopt_child(self, c);
             if (g->flags & FUT_CANCEL_REST)
@@ -205,9 +158,9 @@ static void link_fired(struct fut__task *node)
         } else if (g->pending == 0) {
             adopt_child(self, c); /* every child failed: the last error */
         } else {
-            atomic_store_explicit(&c->observed, 1, memory_order_release);
+            fut__observe(c);
         }
-    } else if (self->kind == K_RACE) {
+    } else if (fut__kind(self) == K_RACE) {
         adopt_child(self, c);
         if (g->flags & FUT_CANCEL_REST)
             cancel_children(g, i);
@@ -316,7 +269,7 @@ fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned 
 
 fut_future *fut_gather_item(fut_future *g, size_t i)
 {
-    if (g == NULL || g->kind != K_GATHER || i >= g->u.group->n) {
+    if (g == NULL || fut__kind(g) != K_GATHER || i >= g->u.group->n) {
         errno = EINVAL;
         return NULL;
     }

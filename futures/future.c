@@ -147,36 +147,49 @@ static void report_unobserved(int code, const char *message)
 
 /* ---- life ---- */
 
+/* The block size of a future of kind: the common part plus what u holds. */
+static int large_kind(unsigned kind)
+{
+    return kind == K_WORK || kind == K_THEN || kind == K_CATCH || kind == K_FINALLY;
+}
+
 fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs)
 {
-    fut_future *f = fut__obj_alloc();
+    int large = large_kind((unsigned)kind);
+    fut_future *f = fut__obj_alloc(large);
 
     if (f == NULL) {
         errno = ENOMEM;
         return NULL;
     }
-    memset(f, 0, sizeof *f);
-    atomic_init(&f->state, FUT_PENDING);
+    memset(f, 0, large ? FUT__SIZE_LARGE : FUT__SIZE_SMALL);
+    atomic_init(&f->state, FUT_PENDING | (unsigned)kind << ST_KIND_SHIFT);
     atomic_init(&f->refs, refs);
     atomic_init(&f->waiters, NULL);
-    f->kind = (unsigned char)kind;
     f->rt = rt;
     atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
     return f;
 }
 
+void fut__observe(fut_future *f)
+{
+    if (!(atomic_load_explicit(&f->state, memory_order_relaxed) & ST_OBSERVED))
+        atomic_fetch_or_explicit(&f->state, ST_OBSERVED, memory_order_release);
+}
+
 static void future_free(fut_future *f)
 {
-    unsigned st = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
+    unsigned kind = (s & ST_KIND) >> ST_KIND_SHIFT;
     fut_runtime *rt = f->rt;
 
-    if (st == FUT_REJECTED && !atomic_load_explicit(&f->observed, memory_order_acquire))
-        report_unobserved(f->code, f->message ? f->message : "");
-    if (f->msg_owned)
+    if ((s & ST_MASK) == FUT_REJECTED && !(s & ST_OBSERVED))
+        report_unobserved((int)(s >> ST_CODE_SHIFT), fut__message(f) ? fut__message(f) : "");
+    if (s & ST_MSG_OWNED)
         free(f->message);
-    if (f->kind >= K_GATHER)
+    if (kind >= K_GATHER)
         fut__group_free(f);
-    fut__obj_free(f);
+    fut__obj_free(f, large_kind(kind));
     fut__runtime_unref(rt);
 }
 
@@ -196,11 +209,9 @@ void fut_release(fut_future *f)
 
 /* ---- settling ---- */
 
-/* Dispatcher task of a settled future: run its dependents in the order
- * they were attached. */
-static void fire_task(struct fut__task *task)
+/* Run the dependents of settled f in the order they were attached. */
+static void fire(fut_future *f)
 {
-    fut_future *f = (fut_future *)((char *)task - offsetof(fut_future, task));
     struct fut__task *d, *prev = NULL, *next;
 
     /* Taken here, on the dispatcher, not by the settler: a dependent
@@ -216,6 +227,29 @@ static void fire_task(struct fut__task *task)
         next = d->next; /* d may be freed by its run */
         d->run(d);
     }
+}
+
+void fut__future_task(fut_future *f)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
+
+    if (((s & ST_KIND) >> ST_KIND_SHIFT) == K_SLEEP) {
+        if (!(s & ST_ARMED)) {
+            /* fut_sleep's arm task, holding the wheel's reference. */
+            if ((s & ST_MASK) == FUT_PENDING) {
+                if (atomic_load_explicit(&f->rt->stopping, memory_order_acquire))
+                    fut__settle(f, FUT_CANCELLED, NULL, ECANCELED,
+                                (char *)"cancelled: the runtime shut down", 0);
+                else if (fut__timer_arm(f->rt, f))
+                    return; /* the wheel took the reference */
+            }
+            /* Settled before it was armed: its dependents are ours to run
+             * (fut__settle left them to this task). */
+        } else if ((s & ST_MASK) == FUT_CANCELLED) {
+            fut__timer_cancelled(f->rt, f); /* out of the wheel, if still in it */
+        }
+    }
+    fire(f);
     fut_release(f); /* the reference of the scheduled task */
 }
 
@@ -238,9 +272,7 @@ void fut__depend(fut_future *src, struct fut__task *task)
 /* A future was cancelled: pass it on to what it stands for. */
 static void cancelled_hook(fut_future *f)
 {
-    if (f->kind == K_SLEEP)
-        fut__sleep_cancelled(f);
-    else if (f->kind >= K_GATHER)
+    if (fut__kind(f) >= K_GATHER)
         fut__group_cancelled(f);
 }
 
@@ -248,7 +280,7 @@ static void cancelled_hook(fut_future *f)
  * Returns 0, or EALREADY when f had settled. The caller holds a reference. */
 int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, int owned)
 {
-    unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed), cur, fin, kind;
     struct fut__task *deps;
 
     do {
@@ -257,24 +289,54 @@ int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, in
                 free(msg);
             return EALREADY;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, (s & ST_WAITERS) | ST_SETTLING,
+    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, (s & ~ST_MASK) | ST_SETTLING,
                                                     memory_order_acquire, memory_order_relaxed));
-    f->value = value;
-    f->code = code;
-    f->message = msg;
-    f->msg_owned = (unsigned char)(owned && msg != NULL);
-    /* release: the outcome is visible to whoever loads the final state. */
-    s = atomic_exchange_explicit(&f->state, to, memory_order_acq_rel);
-    if (s & ST_WAITERS)
+    if (to == FUT_RESOLVED) {
+        f->value = value;
+        fin = to;
+    } else {
+        if (code <= 0 || code > FUT__CODE_MAX)
+            code = EINVAL;
+        fin = to | (unsigned)code << ST_CODE_SHIFT;
+        if (s & ST_LINKED) {
+            /* A sleep in the wheel: the slot holds its deadline, which the
+             * dispatcher may be reading. */
+            if (owned)
+                free(msg);
+            fin |= ST_NOMSG;
+        } else {
+            f->message = msg;
+            if (owned && msg != NULL)
+                fin |= ST_MSG_OWNED;
+        }
+    }
+    /* Publish (release); the dispatcher may clear ST_LINKED meanwhile, and
+     * a waiter may add ST_WAITERS: keep the one, wake the other. */
+    cur = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(
+        &f->state, &cur, fin | (cur & (ST_KIND | ST_ARMED | ST_LINKED)), memory_order_acq_rel,
+        memory_order_relaxed))
+        ;
+    if (cur & ST_WAITERS)
         fut__futex_wake(&f->state, 0x7fffffff);
-    /* No dependents: mark it fired, later ones are scheduled directly.
-     * Else the dispatcher takes the list (fire_task). */
-    deps = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&f->waiters, &deps, FUT__FIRED,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
+    kind = (s & ST_KIND) >> ST_KIND_SHIFT;
+    if (kind == K_SLEEP && !(s & ST_ARMED)) {
+        /* fut_sleep's arm task is queued on f->link: it runs the
+         * dependents when it finds f settled. */
+    } else if (kind == K_SLEEP && (s & ST_LINKED)) {
+        /* In the wheel: its task takes it out at once, then runs the
+         * dependents. */
         fut_retain(f);
-        f->task.run = fire_task;
-        fut__schedule(f->rt, &f->task);
+        fut__schedule_future(f->rt, f);
+    } else {
+        /* No dependents: mark it fired, later ones are scheduled
+         * directly. Else the dispatcher takes the list (fire). */
+        deps = NULL;
+        if (!atomic_compare_exchange_strong_explicit(&f->waiters, &deps, FUT__FIRED,
+                                                     memory_order_acq_rel, memory_order_acquire)) {
+            fut_retain(f);
+            fut__schedule_future(f->rt, f);
+        }
     }
     if (to == FUT_CANCELLED)
         cancelled_hook(f);
@@ -313,10 +375,10 @@ void fut__adopt(fut_future *d, fut_future *src)
         settle(d, FUT_RESOLVED, src->value, 0, NULL, 0);
         return;
     }
-    atomic_store_explicit(&src->observed, 1, memory_order_release);
-    if (src->message != NULL)
-        msg = strdup(src->message);
-    settle(d, st, NULL, src->code, msg, 1);
+    fut__observe(src);
+    if (fut__message(src) != NULL)
+        msg = strdup(fut__message(src));
+    settle(d, st, NULL, fut__code(src), msg, 1);
 }
 
 /* ---- continuations ---- */
@@ -326,23 +388,25 @@ static void run_dependent(struct fut__task *node)
     fut_future *d = (fut_future *)((char *)node - offsetof(fut_future, u.cont.wnode));
     fut_future *src = d->u.cont.src;
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
+    unsigned kind = fut__kind(d);
     struct raised outer, r;
     void *v = NULL;
 
     if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
         /* Cancelled before its source settled: it does not run. */
-    } else if (d->kind == K_THEN && st != FUT_RESOLVED) {
+    } else if (kind == K_THEN && st != FUT_RESOLVED) {
         fut__adopt(d, src);
-    } else if (d->kind == K_CATCH && st == FUT_RESOLVED) {
+    } else if (kind == K_CATCH && st == FUT_RESOLVED) {
         fut__adopt(d, src);
     } else {
         uint64_t start = d->rt->slow_ns ? fut__now_ns() : 0;
         outer = call_begin();
-        if (d->kind == K_THEN) {
+        if (kind == K_THEN) {
             v = ((fut_then_fn)d->u.cont.fn)(src->value, d->u.cont.arg);
-        } else if (d->kind == K_CATCH) {
-            atomic_store_explicit(&src->observed, 1, memory_order_release);
-            v = ((fut_catch_fn)d->u.cont.fn)(src->code, src->message ? src->message : "",
+        } else if (kind == K_CATCH) {
+            fut__observe(src);
+            v = ((fut_catch_fn)d->u.cont.fn)(fut__code(src),
+                                             fut__message(src) ? fut__message(src) : "",
                                              d->u.cont.arg);
         } else {
             ((fut_finally_fn)d->u.cont.fn)(src, d->u.cont.arg);
@@ -350,7 +414,7 @@ static void run_dependent(struct fut__task *node)
         r = call_end(outer);
         if (start != 0)
             fut__debug_slow(d->rt, d->u.cont.fn, start);
-        if (d->kind == K_FINALLY && r.code == 0)
+        if (kind == K_FINALLY && r.code == 0)
             fut__adopt(d, src);
         else
             settle_from_call(d, v, r);
@@ -398,7 +462,7 @@ fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg)
 
 static void work_job(fut_pool_job *job, int status)
 {
-    fut_future *f = (fut_future *)((char *)job - offsetof(fut_future, job));
+    fut_future *f = (fut_future *)((char *)job - offsetof(fut_future, u.work.job));
     struct raised outer, r;
     fut_future *outer_work;
     void *v;
@@ -435,7 +499,7 @@ static fut_future *submit(fut_runtime *rt, int lane, fut_work_fn fn, void *arg)
         return NULL;
     f->u.work.fn = fn;
     f->u.work.arg = arg;
-    rc = fut_pool_submit(rt->pool, lane, &f->job, work_job);
+    rc = fut_pool_submit(rt->pool, lane, &f->u.work.job, work_job);
     if (rc != 0) {
         settle_error(f, FUT_REJECTED, rc, "could not start the work: %s", strerror(rc));
         fut_release(f);
@@ -476,17 +540,17 @@ int fut_error(fut_future *f)
 
     if (st != FUT_REJECTED && st != FUT_CANCELLED)
         return 0;
-    atomic_store_explicit(&f->observed, 1, memory_order_release);
-    return f->code;
+    fut__observe(f);
+    return fut__code(f);
 }
 
 const char *fut_message(const fut_future *f)
 {
     int st = fut_state(f);
 
-    if ((st != FUT_REJECTED && st != FUT_CANCELLED) || f->message == NULL)
+    if ((st != FUT_REJECTED && st != FUT_CANCELLED) || fut__message(f) == NULL)
         return "";
-    return f->message;
+    return fut__message(f);
 }
 
 int fut_cancel(fut_future *f)

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Something for the dispatcher thread to run. Embedded in its owner. */
@@ -16,11 +17,33 @@ struct fut__task {
     void (*run)(struct fut__task *task); /* called on the dispatcher */
 };
 
-/* future->state: the low byte is the state, ST_WAITERS says a thread sleeps
- * in fut_wait on this word (futex). */
-#define ST_MASK 0xffu
+/* future->state, one 32-bit word (also the futex word of fut_wait):
+ *   bits 0-2   the state: FUT_PENDING..FUT_CANCELLED, or ST_SETTLING
+ *   bit 3      ST_WAITERS: a thread sleeps in fut_wait on this word
+ *   bit 4      ST_OBSERVED: someone read the error (set once settled)
+ *   bit 5      ST_MSG_OWNED: the message was allocated (set at settling)
+ *   bit 6      ST_ARMED: a sleep's arm task has run (its link is free)
+ *   bit 7      ST_NOMSG: cancelled while in the timer wheel, the message
+ *              slot was left alone (it held the deadline): the message is
+ *              "cancelled"
+ *   bits 8-11  the kind (enum fut__kind), fixed at creation
+ *   bit 12     ST_LINKED: a sleep is in the timer wheel; only the
+ *              dispatcher sets and clears it, and while it is set the
+ *              value slot holds the deadline and settlers do not write it
+ *   bits 16-31 the error code of a rejected or cancelled future
+ * Packing them here keeps the common part of a future at 40 bytes. */
+#define ST_MASK 0x7u
 #define ST_SETTLING 4u /* after FUT_PENDING..FUT_CANCELLED: being written */
-#define ST_WAITERS 0x100u
+#define ST_WAITERS 0x8u
+#define ST_OBSERVED 0x10u
+#define ST_MSG_OWNED 0x20u
+#define ST_ARMED 0x40u
+#define ST_NOMSG 0x80u
+#define ST_LINKED 0x1000u
+#define ST_KIND_SHIFT 8
+#define ST_KIND (0xfu << ST_KIND_SHIFT)
+#define ST_CODE_SHIFT 16
+#define FUT__CODE_MAX 0xffff /* larger codes are stored as EINVAL */
 
 /* future->waiters once the future has settled: later dependents are
  * scheduled directly. */
@@ -41,23 +64,27 @@ enum fut__kind {
 
 struct fut__group;
 
-/* A dependent of a future is a task: it sits in the future's `waiters`
- * list until the future settles, then runs on the dispatcher. */
+/* A future: 40 bytes common to all, then what its kind needs (see
+ * fut__future_size). A dependent of a future is a task: it sits in the
+ * future's `waiters` list until the future settles, then runs on the
+ * dispatcher. */
 struct fut_future {
-    struct fut__task task;     /* dispatcher: fire this future's dependents */
-    fut_pool_job job;          /* pool: the offloaded work (K_WORK) */
-    atomic_uint state;         /* FUT_PENDING.. | ST_SETTLING, plus ST_WAITERS */
+    /* The future's own dispatcher task (fire its dependents; arm a
+     * sleep): only a link, queued as a tagged entry (runtime.c), so it
+     * needs no function pointer. */
+    struct fut__task *link;
+    atomic_uint state;         /* see ST_* above */
     atomic_uint refs;          /* references; freed at 0 */
     _Atomic(struct fut__task *) waiters; /* dependents (LIFO), FUT__FIRED once settled */
     fut_runtime *rt;           /* owner (holds a reference on it) */
-    void *value;               /* resolved: the value */
-    char *message;             /* rejected or cancelled: the message */
-    int code;                  /* rejected or cancelled: the code */
-    unsigned char kind;        /* enum fut__kind */
-    unsigned char msg_owned;   /* message was allocated */
-    atomic_uchar observed;     /* someone read the error */
+    union {
+        void *value;           /* resolved: the value */
+        char *message;         /* rejected or cancelled: the message (may be NULL; see fut__message) */
+        uint64_t deadline;     /* a pending sleep: CLOCK_MONOTONIC ns (see ST_LINKED) */
+    };
     union {
         struct {
+            fut_pool_job job;  /* pool: the offloaded work */
             fut_work_fn fn;    /* the work */
             void *arg;
         } work;
@@ -68,17 +95,54 @@ struct fut_future {
             void *arg;
         } cont;
         struct {
-            uint64_t deadline; /* CLOCK_MONOTONIC ns */
-            uint32_t slot;     /* index in the timer heap, TIMER_NONE if not in it */
-            struct fut__task arm;    /* dispatcher: put it in the heap */
-            struct fut__task disarm; /* dispatcher: take it out (cancelled) */
+            struct fut_future *wnext;  /* next in its timer wheel list (while ST_LINKED) */
+            struct fut_future **wprev; /* what points at us there */
         } sleep;
         struct fut__group *group; /* K_GATHER, K_ANY, K_RACE, K_TIMEOUT */
     } u;
 };
 
-/* Every future is one block of this size (mem.c). */
-#define FUT__OBJ_SIZE ((sizeof(struct fut_future) + 15) & ~(size_t)15)
+static inline unsigned fut__kind(const struct fut_future *f)
+{
+    /* Fixed before the future is shared: relaxed is enough. */
+    return (atomic_load_explicit(&((struct fut_future *)f)->state, memory_order_relaxed) & ST_KIND) >>
+           ST_KIND_SHIFT;
+}
+
+/* The error code of a settled future (0 if resolved). */
+static inline int fut__code(const struct fut_future *f)
+{
+    return (int)(atomic_load_explicit(&((struct fut_future *)f)->state, memory_order_acquire) >>
+                 ST_CODE_SHIFT);
+}
+
+/* The message of a rejected or cancelled future (may be NULL). */
+static inline const char *fut__message(const struct fut_future *f)
+{
+    if (atomic_load_explicit(&((struct fut_future *)f)->state, memory_order_acquire) & ST_NOMSG)
+        return "cancelled";
+    return f->message;
+}
+
+/* Futures come in two block sizes (mem.c): the common part plus the
+ * largest member of u that a kind uses. */
+#define FUT__SIZE_SMALL (offsetof(struct fut_future, u) + 16) /* promise, sleep, groups: 56 */
+#define FUT__SIZE_LARGE sizeof(struct fut_future)               /* work, continuations: 80 */
+
+/* The dispatcher's timers: a hierarchical timing wheel (timer.c). */
+#define WHEEL_BITS 6
+#define WHEEL_SLOTS (1u << WHEEL_BITS)
+#define WHEEL_LEVELS 7 /* 2^42 ticks: 146 years */
+#define WHEEL_TICK_SHIFT 20 /* a tick is 2^20 ns, about 1 ms (see fut__tick_shift) */
+struct fut__wheel {
+    unsigned shift;            /* a tick is 2^shift ns */
+    uint64_t tick;             /* next tick to process: every earlier one is done */
+    uint64_t occupied[WHEEL_LEVELS]; /* bit s: slots[level][s] is not empty */
+    struct fut_future *slots[WHEEL_LEVELS][WHEEL_SLOTS]; /* lists linked by u.sleep.wnext */
+    struct fut_future *due;    /* ticks processed, deadline not reached: sorted by deadline */
+    struct fut_future *late;   /* armed after their tick was processed: unsorted */
+    uint64_t count;            /* sleeps in the wheel (ST_LINKED) */
+};
 
 struct fut_runtime {
     /* Producers' line: tasks scheduled from other threads (Treiber stack,
@@ -91,41 +155,43 @@ struct fut_runtime {
     /* Dispatcher-only. */
     _Alignas(FUT__CACHELINE) struct fut__task *run_head; /* local FIFO */
     struct fut__task *run_tail;
-    struct fut__heap_slot *heap; /* timers: a 4-ary min-heap on deadline */
-    uint32_t heap_len;           /* timers armed */
-    uint32_t heap_cap;           /* slots allocated */
+    struct fut__wheel wheel;     /* timers (timer.c) */
 
     _Alignas(FUT__CACHELINE) atomic_uint refs; /* 1 while not freed + 1 per live future */
     atomic_int stopping;       /* fut_runtime_free has begun */
     pthread_mutex_t dead_lock; /* serializes tasks run after the dispatcher exited */
     uint64_t slow_ns;          /* debug mode: warn about continuations longer than this (0: off) */
+    uint64_t spin_ns;          /* dispatcher only: a timed wait ends this early, then spins */
+    uint64_t spin_max_ns;      /* cap of spin_ns (0: never spin) */
     fut_pool *pool;            /* where work runs */
     pthread_t thread;          /* the dispatcher */
 };
 
-/* One armed timer: its deadline beside the future, so that sifting reads
- * one array and not the futures. */
-struct fut__heap_slot {
-    uint64_t deadline;
-    struct fut_future *f;
-};
-#define TIMER_NONE UINT32_MAX
 
 extern _Thread_local fut_runtime *fut__dispatcher_rt;
 
 /* timer.c (dispatcher thread only) */
 uint64_t fut__now_ns(void);
-int fut__timer_add(fut_runtime *rt, struct fut_future *f);
-void fut__timer_remove(fut_runtime *rt, struct fut_future *f);
-/* Settle every timer due by now; returns the next deadline (UINT64_MAX: none). */
+/* The tick of wheels made from now on (tests shrink it to cross every
+ * level's boundaries in milliseconds); WHEEL_TICK_SHIFT by default. */
+extern unsigned fut__tick_shift;
+void fut__wheel_init(struct fut__wheel *w);
+/* Put a pending sleep in the wheel (ST_ARMED; the wheel takes over the
+ * caller's reference): 1. 0 if it had settled (nothing done). */
+int fut__timer_arm(fut_runtime *rt, struct fut_future *f);
+/* A sleep was cancelled after it was armed: take it out of the wheel if
+ * it is still there (dropping the wheel's reference). */
+void fut__timer_cancelled(fut_runtime *rt, struct fut_future *f);
+/* Settle every timer due by now; returns when the wheel next needs the
+ * dispatcher (a deadline or a cascade; UINT64_MAX: never). */
 uint64_t fut__timers_run(fut_runtime *rt);
 /* Cancel every armed timer (runtime shutdown). */
 void fut__timers_cancel_all(fut_runtime *rt);
-void fut__timers_free(fut_runtime *rt);
 
-/* mem.c: blocks of FUT__OBJ_SIZE, from per-thread caches (any thread) */
-void *fut__obj_alloc(void); /* NULL when out of memory */
-void fut__obj_free(void *p); /* NULL is a no-op */
+/* mem.c: blocks of FUT__SIZE_SMALL (large = 0) or FUT__SIZE_LARGE
+ * (large = 1), from per-thread caches (any thread) */
+void *fut__obj_alloc(int large); /* NULL when out of memory */
+void fut__obj_free(void *p, int large); /* NULL is a no-op */
 
 /* future.c */
 /* Settle f if pending (msg is taken over when owned). 0 or EALREADY. */
@@ -135,15 +201,21 @@ struct fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs);
 void fut__depend(struct fut_future *src, struct fut__task *task);
 /* Settle d as src settled (src has); marks src's error as read. */
 void fut__adopt(struct fut_future *d, struct fut_future *src);
+/* The future's own task (its link was queued, with a reference): arm a
+ * sleep, or run the dependents of a settled future. Dispatcher only. */
+void fut__future_task(struct fut_future *f);
+/* Mark f's error as read. */
+void fut__observe(struct fut_future *f);
 
 /* combine.c */
-void fut__sleep_cancelled(struct fut_future *f);
 void fut__group_cancelled(struct fut_future *f);
 void fut__group_free(struct fut_future *f);
 
 /* runtime.c */
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */
 void fut__schedule(fut_runtime *rt, struct fut__task *task);
+/* Queue f's own task (f->link, a tagged entry): fut__future_task(f). */
+void fut__schedule_future(fut_runtime *rt, struct fut_future *f);
 void fut__runtime_unref(fut_runtime *rt);
 /* Debug mode: report fn if it held the dispatcher since start_ns for too long. */
 void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns);

@@ -2,7 +2,8 @@
  *
  * DESIGN
  *
- * Every future is one block of FUT__OBJ_SIZE bytes. malloc/free cost
+ * Every future is one block of FUT__SIZE_SMALL (56) or FUT__SIZE_LARGE
+ * (80) bytes: two size classes, each with the machinery below. malloc/free cost
  * 15-50 ns per future when one thread allocates and another frees, and a
  * burst of futures makes glibc grow a thread's arena a page or so at a
  * time (an mprotect and page faults each time). So futures come from
@@ -26,7 +27,7 @@
  *
  * Memory is kept for reuse for the life of the process, as malloc keeps
  * its arenas: the peak number of futures alive at once, times
- * FUT__OBJ_SIZE, plus at most 2 * BATCH blocks per thread.
+ * its block size, plus at most 2 * BATCH blocks per thread.
  *
  * Builds with AddressSanitizer use malloc and free instead, so that a
  * use after free of a future is still caught. Every allocation passes
@@ -68,13 +69,14 @@
 
 #ifdef USE_MALLOC
 
-void *fut__obj_alloc(void)
+void *fut__obj_alloc(int large)
 {
-    return fut__malloc(FUT__OBJ_SIZE);
+    return fut__malloc(large ? FUT__SIZE_LARGE : FUT__SIZE_SMALL);
 }
 
-void fut__obj_free(void *p)
+void fut__obj_free(void *p, int large)
 {
+    (void)large;
     fut__free(p);
 }
 
@@ -91,11 +93,18 @@ struct block {
     struct block *next_batch; /* central stack: the next batch (first block only) */
 };
 
-/* A thread's cache. */
+/* A thread's cache of one size. */
 struct cache {
     struct block *head; /* free blocks */
     unsigned n;         /* how many */
-    int registered;     /* the key destructor will flush it */
+};
+
+/* A size class: its blocks' size and its central state. */
+struct sclass {
+    size_t size;              /* bytes per block */
+    struct block *batches;    /* stack of full batches (under central_lock) */
+    char *cut, *cut_end;      /* unused part of its newest chunk (under central_lock) */
+    size_t next_chunk;        /* size of its next chunk (under central_lock) */
 };
 
 /* A chunk header, so that chunks stay reachable from a global. */
@@ -104,35 +113,42 @@ struct chunk {
 };
 
 static pthread_mutex_t central_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct block *batches;  /* stack of full batches (under central_lock) */
 static struct chunk *chunks;   /* every chunk (under central_lock) */
-static char *cut, *cut_end;    /* unused part of the newest chunk (under central_lock) */
-static size_t next_chunk = CHUNK_MIN; /* size of the next chunk (under central_lock) */
+static struct sclass classes[2] = {
+    { FUT__SIZE_SMALL, NULL, NULL, NULL, CHUNK_MIN },
+    { FUT__SIZE_LARGE, NULL, NULL, NULL, CHUNK_MIN },
+};
 
-static _Thread_local struct cache cache;
+static _Thread_local struct cache caches[2]; /* small, large */
+static _Thread_local int registered; /* the key destructor will flush the caches */
 static pthread_key_t cache_key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void give_back(struct block *head, unsigned n);
+static void give_back(struct sclass *sc, struct block *head);
 
-/* Thread exit: hand the list to the centre, a batch (possibly short) at a
- * time; short batches are fine, a batch is only a list. */
+/* Thread exit: hand the lists to the centre, a batch (possibly short) at
+ * a time; short batches are fine, a batch is only a list. */
 static void cache_flush(void *unused)
 {
-    (void)unused;
-    while (cache.n > 0) {
-        unsigned k = cache.n < BATCH ? cache.n : BATCH;
-        struct block *h = cache.head, *t = h;
-        unsigned i;
+    int c;
 
-        for (i = 1; i < k; i++)
-            t = t->next;
-        cache.head = t->next;
-        cache.n -= k;
-        t->next = NULL;
-        give_back(h, k);
+    (void)unused;
+    for (c = 0; c < 2; c++) {
+        struct cache *cache = &caches[c];
+        while (cache->n > 0) {
+            unsigned k = cache->n < BATCH ? cache->n : BATCH;
+            struct block *h = cache->head, *t = h;
+            unsigned i;
+
+            for (i = 1; i < k; i++)
+                t = t->next;
+            cache->head = t->next;
+            cache->n -= k;
+            t->next = NULL;
+            give_back(&classes[c], h);
+        }
     }
-    cache.registered = 0;
+    registered = 0;
 }
 
 static void atfork_prepare(void)
@@ -152,12 +168,11 @@ static void init_once(void)
     pthread_atfork(atfork_prepare, atfork_release, atfork_release);
 }
 
-static void give_back(struct block *head, unsigned n)
+static void give_back(struct sclass *sc, struct block *head)
 {
-    (void)n;
     fut__lock(&central_lock);
-    head->next_batch = batches;
-    batches = head;
+    head->next_batch = sc->batches;
+    sc->batches = head;
     fut__unlock(&central_lock);
 }
 
@@ -167,9 +182,9 @@ static void give_back(struct block *head, unsigned n)
  * a first touch of memory is the dearest part of a burst of futures
  * (in a VM with shadow paging, about 5 us a 4 KiB page; a 2 MiB huge
  * page costs what 7 small ones do). Returns 0 or ENOMEM. */
-static int new_chunk(void)
+static int new_chunk(struct sclass *sc)
 {
-    size_t size = next_chunk;
+    size_t size = sc->next_chunk;
     size_t align = size >= CHUNK_MAX ? CHUNK_MAX : 4096;
     void *mem;
     struct chunk *c;
@@ -182,77 +197,81 @@ static int new_chunk(void)
     c = mem;
     c->next = chunks;
     chunks = c;
-    cut = (char *)mem + FUT__CACHELINE; /* the header's line */
-    cut_end = (char *)mem + size;
-    if (next_chunk < CHUNK_MAX)
-        next_chunk *= 2;
+    sc->cut = (char *)mem + FUT__CACHELINE; /* the header's line */
+    sc->cut_end = (char *)mem + size;
+    if (sc->next_chunk < CHUNK_MAX)
+        sc->next_chunk *= 2;
     return 0;
 }
 
 /* Refill the empty cache: a batch from the centre, else blocks cut from
  * a chunk. Returns 0 or ENOMEM. */
-static int refill(void)
+static int refill(int c)
 {
+    struct sclass *sc = &classes[c];
+    struct cache *cache = &caches[c];
     struct block *b;
     unsigned i;
 
-    if (!cache.registered) {
+    if (!registered) {
         pthread_once(&once, init_once);
         /* A thread that cannot register still works; it only keeps its
          * last blocks when it exits. */
-        cache.registered = pthread_setspecific(cache_key, &cache) == 0;
+        registered = pthread_setspecific(cache_key, caches) == 0;
     }
     fut__lock(&central_lock);
-    if (batches != NULL) {
-        b = batches;
-        batches = b->next_batch;
+    if (sc->batches != NULL) {
+        b = sc->batches;
+        sc->batches = b->next_batch;
         fut__unlock(&central_lock);
-        cache.head = b;
+        cache->head = b;
         for (i = 0; b != NULL; b = b->next)
             i++;
-        cache.n = i;
+        cache->n = i;
         return 0;
     }
-    if ((size_t)(cut_end - cut) < BATCH * FUT__OBJ_SIZE && new_chunk() != 0) {
+    if ((size_t)(sc->cut_end - sc->cut) < BATCH * sc->size && new_chunk(sc) != 0) {
         fut__unlock(&central_lock);
         return ENOMEM;
     }
     b = NULL;
     for (i = 0; i < BATCH; i++) {
-        struct block *blk = (struct block *)(void *)cut;
-        cut += FUT__OBJ_SIZE;
+        struct block *blk = (struct block *)(void *)sc->cut;
+        sc->cut += sc->size;
         blk->next = b;
         b = blk;
     }
     fut__unlock(&central_lock);
-    cache.head = b;
-    cache.n = BATCH;
+    cache->head = b;
+    cache->n = BATCH;
     return 0;
 }
 
-void *fut__obj_alloc(void)
+void *fut__obj_alloc(int large)
 {
+    struct cache *cache = &caches[large != 0];
     struct block *b;
 
-    if (fut__unlikely(fut__alloc_refused(FUT__OBJ_SIZE)))
+    if (fut__unlikely(fut__alloc_refused(classes[large != 0].size)))
         return NULL;
-    if (fut__unlikely(cache.n == 0) && refill() != 0)
+    if (fut__unlikely(cache->n == 0) && refill(large != 0) != 0)
         return NULL;
-    b = cache.head;
-    cache.head = b->next;
-    cache.n--;
+    b = cache->head;
+    cache->head = b->next;
+    cache->n--;
     return b;
 }
 
-void fut__obj_free(void *p)
+void fut__obj_free(void *p, int large)
 {
+    struct cache *cache = &caches[large != 0];
     struct block *b = p;
 
     if (p == NULL)
         return;
-    b->next = cache.head;
-    cache.head = b;
-    if (fut__unlikely(++cache.n >= 2 * BATCH)) {
+    b->next = cache->head;
+    cache->head = b;
+    if (fut__unlikely(++cache->n >= 2 * BATCH)) {
         /* Keep the BATCH most recently freed (warm in cache), give the
          * older BATCH back. */
         struct block *t = b, *rest;
@@ -262,8 +281,8 @@ void fut__obj_free(void *p)
             t = t->next;
         rest = t->next;
         t->next = NULL;
-        cache.n -= BATCH;
-        give_back(rest, BATCH);
+        cache->n -= BATCH;
+        give_back(&classes[large != 0], rest);
     }
 }
 

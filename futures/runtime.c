@@ -55,55 +55,86 @@
 
 _Thread_local fut_runtime *fut__dispatcher_rt;
 
-#define INBOX_CLOSED ((struct fut__task *)1)
+/* A closed inbox: never a queue entry (entries are aligned task pointers,
+ * or future pointers with bit 0 set). */
+#define INBOX_CLOSED ((struct fut__task *)2)
+
+/* Queue entries: a generic task (run through its function), or a
+ * future's own task, entered as the future's address with bit 0 set
+ * (run by fut__future_task; linked through f->link). Tagging the entry
+ * rather than storing a function in every future saves 8 bytes a future. */
+static inline int is_future(const struct fut__task *e)
+{
+    return ((uintptr_t)e & 1u) != 0;
+}
+
+static inline struct fut_future *entry_future(struct fut__task *e)
+{
+    return (struct fut_future *)((uintptr_t)e - 1u);
+}
+
+static inline struct fut__task **next_of(struct fut__task *e)
+{
+    return is_future(e) ? &entry_future(e)->link : &e->next;
+}
 
 static void run_queue(fut_runtime *rt);
 
-static void append_local(fut_runtime *rt, struct fut__task *task)
+static void append_local(fut_runtime *rt, struct fut__task *e)
 {
-    task->next = NULL;
+    *next_of(e) = NULL;
     if (rt->run_head == NULL)
-        rt->run_head = task;
+        rt->run_head = e;
     else
-        rt->run_tail->next = task;
-    rt->run_tail = task;
+        *next_of(rt->run_tail) = e;
+    rt->run_tail = e;
 }
 
 /* The dispatcher has exited: the calling thread stands in for it, one
  * thread at a time (see DESIGN). */
-static void run_dead(fut_runtime *rt, struct fut__task *task)
+static void run_dead(fut_runtime *rt, struct fut__task *e)
 {
     fut_runtime *outer = fut__dispatcher_rt;
 
     fut__lock(&rt->dead_lock);
     fut__dispatcher_rt = rt;
-    append_local(rt, task);
+    append_local(rt, e);
     run_queue(rt);
     fut__dispatcher_rt = outer;
     fut__unlock(&rt->dead_lock);
 }
 
-void fut__schedule(fut_runtime *rt, struct fut__task *task)
+static void push(fut_runtime *rt, struct fut__task *e)
 {
     struct fut__task *top;
 
     if (fut__dispatcher_rt == rt) {
-        append_local(rt, task);
+        append_local(rt, e);
         return;
     }
     top = atomic_load_explicit(&rt->inbox, memory_order_relaxed);
     do {
         if (fut__unlikely(top == INBOX_CLOSED)) {
-            run_dead(rt, task);
+            run_dead(rt, e);
             return;
         }
-        task->next = top;
-        /* seq_cst: releases the task and orders the parked load below. */
-    } while (!atomic_compare_exchange_weak_explicit(&rt->inbox, &top, task, memory_order_seq_cst,
+        *next_of(e) = top;
+        /* seq_cst: releases the entry and orders the parked load below. */
+    } while (!atomic_compare_exchange_weak_explicit(&rt->inbox, &top, e, memory_order_seq_cst,
                                                     memory_order_relaxed));
     if (atomic_load_explicit(&rt->parked, memory_order_seq_cst) != 0 &&
         atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
         fut__futex_wake(&rt->parked, 1);
+}
+
+void fut__schedule(fut_runtime *rt, struct fut__task *task)
+{
+    push(rt, task);
+}
+
+void fut__schedule_future(fut_runtime *rt, struct fut_future *f)
+{
+    push(rt, (struct fut__task *)((uintptr_t)f | 1u));
 }
 
 /* Move the inbox into the private FIFO; returns whether it held anything. */
@@ -114,16 +145,15 @@ static int take_inbox(fut_runtime *rt, struct fut__task *replace)
 
     if (t == NULL)
         return 0;
-    for (; t != NULL; t = next) {
-        next = t->next;
-        t->next = prev;
+    for (; t != NULL; t = next) { /* LIFO -> FIFO */
+        next = *next_of(t);
+        *next_of(t) = prev;
         prev = t;
     }
-    last->next = NULL;
     if (rt->run_head == NULL)
         rt->run_head = prev;
     else
-        rt->run_tail->next = prev;
+        *next_of(rt->run_tail) = prev;
     rt->run_tail = last;
     return 1;
 }
@@ -133,8 +163,77 @@ static void run_queue(fut_runtime *rt)
     struct fut__task *t;
 
     while ((t = rt->run_head) != NULL) {
-        rt->run_head = t->next;
-        t->run(t); /* may schedule more, at the tail */
+        rt->run_head = *next_of(t);
+        /* may schedule more, at the tail */
+        if (is_future(t))
+            fut__future_task(entry_future(t));
+        else
+            t->run(t);
+    }
+}
+
+/* Sleep until a task is scheduled or the time `next` (UINT64_MAX: no
+ * timer). A timed futex wait here wakes 20-200 us late (more in a VM),
+ * timer slack 1 ns notwithstanding, so a sleep of 1 s would overshoot by
+ * as much: the wait ends `spin_ns` early, where spin_ns follows the
+ * lateness seen lately (an average, capped at spin_max_ns), and the rest
+ * is spent polling the inbox and the clock. Never early: timers check
+ * their own deadlines. */
+#define POLL_NS 20000u /* look at the inbox this long before parking */
+
+static void park(fut_runtime *rt, uint64_t next)
+{
+    uint64_t target = next, now;
+    struct timespec until;
+    int timed_out;
+
+    if (next != UINT64_MAX && rt->spin_max_ns != 0)
+        target = next > rt->spin_ns ? next - rt->spin_ns : 0;
+    /* A stream of tasks from other threads (a loop of fut_sleep, work
+     * finishing) would wake us once per task, a system call each: look
+     * at the inbox for a few microseconds before parking. */
+    now = fut__now_ns();
+    for (uint64_t until_ns = now + POLL_NS; now < until_ns && now < target;) {
+        int i;
+        for (i = 0; i < 64; i++)
+            fut__cpu_relax();
+        if (atomic_load_explicit(&rt->inbox, memory_order_relaxed) != NULL)
+            return;
+        now = fut__now_ns();
+    }
+    atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) != NULL ||
+        atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        return;
+    }
+    if (next == UINT64_MAX) {
+        fut__futex_wait(&rt->parked, 1);
+        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        return;
+    }
+    now = fut__now_ns();
+    if (target > now) {
+        until.tv_sec = (time_t)(target / 1000000000u);
+        until.tv_nsec = (long)(target % 1000000000u);
+        timed_out = fut__futex_wait_until(&rt->parked, 1, &until) == ETIMEDOUT;
+        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        if (rt->spin_max_ns == 0 || !timed_out)
+            return;
+        now = fut__now_ns();
+        if (now > target) { /* learn how late the kernel is: 1/4 of the news */
+            uint64_t late = now - target;
+            if (late > rt->spin_max_ns)
+                late = rt->spin_max_ns;
+            rt->spin_ns = (rt->spin_ns * 3 + late) / 4;
+        }
+    } else {
+        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+    }
+    while (now < next && atomic_load_explicit(&rt->inbox, memory_order_relaxed) == NULL &&
+           !atomic_load_explicit(&rt->stopping, memory_order_relaxed)) {
+        fut__cpu_relax();
+        now = fut__now_ns();
     }
 }
 
@@ -156,20 +255,12 @@ static void *dispatcher_main(void *arg)
         if (rt->run_head != NULL)
             continue;
         if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-            if (rt->heap_len == 0)
+            if (rt->wheel.count == 0)
                 break;
             fut__timers_cancel_all(rt); /* their dependents run before we exit */
             continue;
         }
-        atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) == NULL &&
-            !atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
-            struct timespec until;
-            until.tv_sec = (time_t)(next / 1000000000u);
-            until.tv_nsec = (long)(next % 1000000000u);
-            fut__futex_wait_until(&rt->parked, 1, next == UINT64_MAX ? NULL : &until);
-        }
-        atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        park(rt, next);
     }
     /* Close the inbox, taking what raced in: from now on a task runs on
      * the thread that schedules it. */
@@ -197,6 +288,22 @@ static uint64_t debug_threshold_ns(void)
     if (on != NULL && *on != '\0' && strcmp(on, "0") != 0)
         return 100000000u;
     return 0;
+}
+
+/* FUT_TIMER_SPIN_US=N caps the busy wait before a timer at N us (0: never
+ * spin, sleep only); default 250 us. */
+static uint64_t timer_spin_max_ns(void)
+{
+    const char *us = getenv("FUT_TIMER_SPIN_US");
+    char *end;
+    double v;
+
+    if (us != NULL && *us != '\0') {
+        v = strtod(us, &end);
+        if (*end == '\0' && v >= 0 && v <= 1e6)
+            return (uint64_t)(v * 1e3);
+    }
+    return 250000u;
 }
 
 void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns)
@@ -233,6 +340,9 @@ fut_runtime *fut_runtime_new(const fut_pool_options *opts)
     memset(rt, 0, sizeof *rt);
     atomic_init(&rt->refs, 1);
     rt->slow_ns = debug_threshold_ns();
+    rt->spin_max_ns = timer_spin_max_ns();
+    rt->spin_ns = rt->spin_max_ns < 50000 ? rt->spin_max_ns : 50000;
+    fut__wheel_init(&rt->wheel);
     rt->pool = fut_pool_new(opts);
     if (rt->pool == NULL) {
         rc = errno;
@@ -280,7 +390,6 @@ int fut_runtime_free(fut_runtime *rt)
     if (atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
         fut__futex_wake(&rt->parked, 1);
     fut__join(rt->thread);
-    fut__timers_free(rt);
     fut_pool_free(rt->pool);
     rt->pool = NULL;
     fut__runtime_unref(rt);

@@ -1,4 +1,4 @@
-/* test_future_timer.c - timers: fut_sleep never fires early (0 to 50 ms), fires in deadline order (also after removals from the middle of the heap), rejects bad durations, 1,000 sleeps cancelled from two threads while they expire (exactly one outcome each, nothing after a successful cancel), a cancelled 100 s sleep keeps nothing alive, 100,000 pending sleeps gathered, a runtime freed with 1,000 pending sleeps. */
+/* test_future_timer.c - timers: fut_sleep never fires early (0 to 50 ms), fires in deadline order (also after removals from the middle of the heap), rejects bad durations, 1,000 sleeps cancelled from two threads while they expire (exactly one outcome each, nothing after a successful cancel), a cancelled 100 s sleep keeps nothing alive, 100,000 pending sleeps gathered, a runtime freed with 1,000 pending sleeps, the timing wheel under stress with 1 ms, 1 us and 16 ns ticks (sleeps from three threads, a third cancelled at random moments). */
 #include "testutil.h"
 
 #include <math.h> /* NAN, INFINITY */
@@ -588,6 +588,126 @@ START_TEST(test_free_with_pending_sleeps)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The timing wheel under stress: ticks of 1 ms (the default), 1 us and
+ * 16 ns, so that 0-300 ms sleeps cross the boundaries of every level but
+ * the top ones many times over: sleeps made from two threads, a third of
+ * them cancelled at random moments from a third thread. Each fires once and never early, or is
+ * cancelled; nothing is left alive; the wheel never stalls (the test's
+ * timeout).
+ * ---------------------------------------------------------------------- */
+
+extern unsigned fut__tick_shift; /* futures/internal.h, for tests */
+
+#define NWHEEL 3000
+
+static atomic_int wheel_made[NWHEEL]; /* slot i's sleep exists (release) */
+
+static const unsigned wheel_shifts[] = { 20, 10, 4 };
+
+typedef struct wheel_maker {
+    tslot *slots;
+    int from, to;   /* slots [from, to) */
+    uint64_t seed;
+} wheel_maker;
+
+static double wheel_delay(tu_rng *r)
+{
+    /* Mostly 0-300 ms, a few exactly 0 and a few under 50 us. */
+    unsigned k = (unsigned)tu_rng_upto(r, 20);
+    if (k == 0)
+        return 0;
+    if (k == 1)
+        return (double)tu_rng_upto(r, 50000) / 1e9;
+    return (double)tu_rng_upto(r, 300000) / 1e6;
+}
+
+static void *wheel_maker_main(void *arg)
+{
+    wheel_maker *m = arg;
+    tu_rng r;
+
+    tu_rng_seed(&r, m->seed);
+    for (int i = m->from; i < m->to; i++) {
+        tslot_start(&m->slots[i], wheel_delay(&r));
+        atomic_store_explicit(&wheel_made[i], 1, memory_order_release);
+        if (tu_rng_upto(&r, 64) == 0) { /* arm in bursts, across ticks */
+            struct timespec ts = { 0, (long)tu_rng_upto(&r, 2000) * 1000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+static void *wheel_canceller_main(void *arg)
+{
+    wheel_maker *m = arg;
+    tu_rng r;
+
+    tu_rng_seed(&r, m->seed);
+    /* Every third slot, in order, spread over about 250 ms: before, at
+     * and after their deadlines. */
+    for (int i = 0; i < NWHEEL; i += 3) {
+        tslot *s = &m->slots[i];
+        bool ok;
+        TU_POLL(ok, atomic_load_explicit(&wheel_made[i], memory_order_acquire) != 0, TU_WAIT_MS);
+        if (!ok)
+            break;
+        s->cancel_rc = fut_cancel(s->sleep);
+        if (tu_rng_upto(&r, 4) == 0) {
+            struct timespec ts = { 0, (long)tu_rng_upto(&r, 1000) * 1000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_wheel_stress)
+{
+    static tslot s[NWHEEL];
+    wheel_maker mk[2], cm;
+    pthread_t th[3];
+    int won = 0, fired = 0;
+
+    for (int i = 0; i < NWHEEL; i++)
+        atomic_store(&wheel_made[i], 0);
+    fut__tick_shift = wheel_shifts[_i];
+    g_rt = tu_rt_new(2);
+    for (int k = 0; k < 2; k++) {
+        mk[k].slots = s;
+        mk[k].from = k * NWHEEL / 2;
+        mk[k].to = (k + 1) * NWHEEL / 2;
+        mk[k].seed = 500u + (uint64_t)k + 10u * (uint64_t)_i;
+        ck_assert_int_eq(pthread_create(&th[k], NULL, wheel_maker_main, &mk[k]), 0);
+    }
+    cm.slots = s;
+    cm.seed = 900u + (uint64_t)_i;
+    ck_assert_int_eq(pthread_create(&th[2], NULL, wheel_canceller_main, &cm), 0);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(pthread_join(th[k], NULL), 0);
+    for (int i = 0; i < NWHEEL; i++) {
+        tslot_wait(&s[i]);
+        if (i % 3 == 0)
+            TU_REQUIRE(s[i].cancel_rc == 0 || s[i].cancel_rc == EALREADY,
+                       "sleep %d: fut_cancel returned %d", i, s[i].cancel_rc);
+        if (s[i].cancel_rc == 0) {
+            won++;
+            tslot_check_cancelled(&s[i], (size_t)i);
+        } else {
+            fired++;
+            tslot_check_fired(&s[i], (size_t)i);
+        }
+    }
+    ck_assert_int_eq(won + fired, NWHEEL);
+    ck_assert_int_gt(won, 0);
+    ck_assert_int_gt(fired, NWHEEL / 2);
+    for (int i = 0; i < NWHEEL; i++)
+        tslot_release(&s[i]);
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 static Suite *future_timer_suite(void)
 {
     Suite *s = suite_create("future_timer");
@@ -605,6 +725,9 @@ static Suite *future_timer_suite(void)
     tc = tu_tcase(s, "cancel", 30);
     tcase_add_test(tc, test_sleep_cancel_storm);
     tcase_add_loop_test(tc, test_sleep_cancel_long, 0, 2);
+
+    tc = tu_tcase(s, "wheel", 60);
+    tcase_add_loop_test(tc, test_wheel_stress, 0, (int)TU_ARRAY_LEN(wheel_shifts));
 
     tc = tu_tcase(s, "many", 60);
     tcase_add_test(tc, test_sleep_gather_100k);
