@@ -4,11 +4,21 @@
  *
  * One state word per future, changed by compare-and-swap: PENDING ->
  * SETTLING -> RESOLVED | REJECTED | CANCELLED. Whoever wins the swap out
- * of PENDING settles (writes value, code, message) and publishes the final
- * state with a release exchange; the others get EALREADY. Readers load the
- * state with acquire before reading the outcome. Threads in fut_wait set
- * ST_WAITERS in the same word and sleep on it (futex); the settler wakes
- * them only if the bit was set.
+ * of PENDING settles (writes the value or message) and publishes the
+ * final state, with the error code in its upper half, by a release CAS
+ * that keeps the bits other threads may change meanwhile (ST_WAITERS,
+ * which it then clears and wakes; ST_LINKED, the dispatcher's); the
+ * others get EALREADY. Readers load the state with acquire before reading
+ * the outcome. Threads in fut_wait set ST_WAITERS in the same word and
+ * sleep on it (futex). The kind and flags share the word too (see
+ * internal.h): the common part of a future is 40 bytes.
+ *
+ * A sleep is special in two ways (timer.c): its arm task and its fire
+ * task share the future's link, so a sleep settled before it was armed
+ * (no ST_ARMED) leaves its dependents to the arm task; and while it is in
+ * the timer wheel (ST_LINKED) its value slot holds its deadline, so a
+ * cancel leaves the slot alone (ST_NOMSG) and queues the sleep's task to
+ * take it out of the wheel.
  *
  * Dependents (continuations) and settling meet in `waiters`: a dependent
  * is pushed with CAS unless the word is FUT__FIRED. A settler that finds
@@ -25,7 +35,7 @@
  * future, so the last release may come from any thread at any moment.
  *
  * Errors: a rejected future records whether anyone read its error
- * (`observed`); freed unread, it is reported through the unobserved hook.
+ * (ST_OBSERVED); freed unread, it is reported through the unobserved hook.
  * fut_raise records the error in a thread-local slot that the code which
  * called the work or the continuation collects when it returns.
  */
@@ -678,7 +688,7 @@ int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
     va_list ap;
     char *msg;
 
-    if (p == NULL || code <= 0)
+    if (p == NULL || code <= 0 || code > FUT__CODE_MAX)
         return EINVAL;
     va_start(ap, fmt);
     msg = vformat(fmt, ap);

@@ -194,7 +194,7 @@ FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
  * first use (default pool options) and freed at exit.
  *
  * A future settles exactly once: resolved with a void * value, rejected
- * with an errno-style code (> 0) and a message, or cancelled (code
+ * with an errno-style code (1 to 65535) and a message, or cancelled (code
  * ECANCELED). Futures are reference counted: every call that returns a
  * fut_future * returns a new reference, which the caller releases with
  * fut_release. Values are the user's: the library never frees them.
@@ -252,7 +252,7 @@ FUT_EXPORT int fut_on_dispatcher(fut_runtime *rt);
 FUT_EXPORT fut_future *fut_submit(fut_runtime *rt, fut_work_fn fn, void *arg);
 FUT_EXPORT fut_future *fut_submit_blocking(fut_runtime *rt, fut_work_fn fn, void *arg);
 
-/* Inside work or a continuation: fail it with code (> 0; others become
+/* Inside work or a continuation: fail it with code (1 to 65535; others become
  * EINVAL) and a printf-style message. Returns NULL, so that
  * `return fut_raise(ENOENT, "no %s", name);` reads naturally. Outside
  * such a call it has no effect. */
@@ -295,7 +295,8 @@ FUT_EXPORT fut_promise *fut_promise_new(fut_runtime *rt);
 /* Its future (a new reference). */
 FUT_EXPORT fut_future *fut_promise_future(fut_promise *p);
 /* Settle it, from any thread: 0 if this call settled it, EALREADY if it
- * was settled already (the first settle wins), EINVAL for bad arguments. */
+ * was settled already (the first settle wins), EINVAL for bad arguments
+ * (p NULL; a code outside 1 to 65535). */
 FUT_EXPORT int fut_promise_resolve(fut_promise *p, void *value);
 FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -328,8 +329,17 @@ FUT_EXPORT fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg);
 /* ---- time ---- */
 
 /* A future that resolves (value NULL) once seconds have passed: a timer
- * on the dispatcher, no thread is held. Never early; seconds must be
- * >= 0 (else NULL, errno EINVAL). Cancelling it removes the timer. */
+ * on the dispatcher, no thread is held, 56 bytes of memory while it is
+ * pending. Never early; seconds must be >= 0 (else NULL, errno EINVAL).
+ * Cancelling it removes the timer at once.
+ *
+ * Precision: the kernel wakes a sleeping thread tens to hundreds of
+ * microseconds late, so the dispatcher ends its wait early by the
+ * lateness it has seen lately and spins (polling for new tasks) until
+ * the deadline: timers fire within tens of microseconds. The environment
+ * variable FUT_TIMER_SPIN_US=N (read when a runtime is created) caps that
+ * spin at N microseconds (default 250; 0 turns it off, for a dispatcher
+ * that never spins at the cost of later timers). */
 FUT_EXPORT fut_future *fut_sleep(fut_runtime *rt, double seconds);
 
 /* A future that settles as f does, unless seconds pass first: then f is

@@ -157,6 +157,15 @@ START_TEST(test_raise)
     ck_assert_ptr_nonnull(f);
     check_rejected(f, EINVAL, "bad code -3");
     fut_release(f);
+    /* And so do codes over 65535; 65535 itself is kept. */
+    f = fut_submit(g_rt, raise_code_work, (void *)(intptr_t)70000);
+    ck_assert_ptr_nonnull(f);
+    check_rejected(f, EINVAL, "bad code 70000");
+    fut_release(f);
+    f = fut_submit(g_rt, raise_code_work, (void *)(intptr_t)65535);
+    ck_assert_ptr_nonnull(f);
+    check_rejected(f, 65535, "bad code 65535");
+    fut_release(f);
 
     /* Outside work: returns NULL, no effect. */
     ck_assert_ptr_null(fut_raise(EPERM, "outside %d", 1));
@@ -509,6 +518,20 @@ START_TEST(test_promise_basics)
             ck_assert_int_eq(fut_promise_resolve(p, NULL), 0);
         }
     }
+    fut_release(f);
+    fut_promise_free(p);
+
+    /* Codes are 1 to 65535: a larger one is refused, the promise stays
+     * pending; the largest is kept exactly. */
+    p = fut_promise_new(g_rt);
+    ck_assert_ptr_nonnull(p);
+    f = fut_promise_future(p);
+    ck_assert_int_eq(fut_promise_reject(p, 65536, "too big"), EINVAL);
+    ck_assert_int_eq(fut_promise_reject(p, -5, "negative"), EINVAL);
+    ck_assert_int_eq(fut_state(f), FUT_PENDING);
+    ck_assert_int_eq(fut_promise_reject(p, 65535, "largest"), 0);
+    ck_assert_int_eq(fut_error(f), 65535);
+    ck_assert_str_eq(fut_message(f), "largest");
     fut_release(f);
     fut_promise_free(p);
 

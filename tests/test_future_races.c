@@ -1,4 +1,4 @@
-/* test_future_races.c - races: resolve vs reject vs cancel vs resolve on one promise (100,000 rounds), last reference dropped while workers settle (100,000 submits), submit vs cancel, 100,000 futures waited, fut_runtime_free with running/queued work and pending continuations (500 cycles). */
+/* test_future_races.c - races: resolve vs reject vs cancel vs resolve on one promise (100,000 rounds), last reference dropped while workers settle (100,000 submits), submit vs cancel, 100,000 futures waited, fut_runtime_free with running/queued work, pending timers and pending continuations (500 cycles). */
 #include "testutil.h"
 
 static fut_runtime *g_rt;
@@ -413,7 +413,7 @@ END_TEST
 
 /* ------------------------------------------------------------------------
  * fut_runtime_free with work running, work queued and continuations
- * pending, 500 cycles. One compute worker is held by gated work; the gate
+ * pending, and timers (a 100 s sleep, a 0 s sleep), 500 cycles. One compute worker is held by gated work; the gate
  * opens once the free has cancelled the queued work (or after a short
  * while, if the free cancels it later). After the free:
  *   - the running work finished and resolved its future;
@@ -438,6 +438,8 @@ typedef struct fcycle {
     atomic_int then_runs;   /* on the running work and the promise (x2 chained) */
     atomic_int catch_runs;  /* on the queued futures, each with ECANCELED */
     atomic_int catch_bad;
+    atomic_int sleep_catches; /* the 100 s sleep's catch: ECANCELED */
+    atomic_int sleep_thens;   /* the 0 s sleep's then */
     atomic_int freeing;     /* set just before fut_runtime_free */
     fut_future *queued0;
 } fcycle;
@@ -489,6 +491,26 @@ static void *cycle_then(void *value, void *arg)
     return value;
 }
 
+static void *sleep_catch(int code, const char *message, void *arg)
+{
+    fcycle *c = arg;
+    (void)message;
+    TU_WCHECK(fut_on_dispatcher(g_rt));
+    if (code != ECANCELED)
+        atomic_fetch_add(&c->catch_bad, 1);
+    atomic_fetch_add(&c->sleep_catches, 1);
+    return NULL;
+}
+
+static void *sleep_then(void *value, void *arg)
+{
+    fcycle *c = arg;
+    (void)value;
+    TU_WCHECK(fut_on_dispatcher(g_rt));
+    atomic_fetch_add(&c->sleep_thens, 1);
+    return NULL;
+}
+
 static void *cycle_catch(int code, const char *message, void *arg)
 {
     fcycle *c = arg;
@@ -519,6 +541,7 @@ static void one_free_cycle(int cycle)
     fcycle *c = calloc(1, sizeof *c);
     fut_future *running, *queued[FREE_QUEUED], *blocking, *pf, *fin[FREE_QUEUED + 3];
     fut_future *rthen, *pthen, *pthen2, *qcatch[FREE_QUEUED];
+    fut_future *longs, *longc, *zeros, *zerot;
     fin_arg fa[FREE_QUEUED + 3];
     fut_promise *p;
     pthread_t opener;
@@ -558,6 +581,14 @@ static void one_free_cycle(int cycle)
     pthen2 = fut_then(pthen, cycle_then, c);
     TU_REQUIRE(rthen && pthen && pthen2, "cycle %d: then", cycle);
     TU_REQUIRE(fut_promise_resolve(p, TU_PTR(10)) == 0, "cycle %d: resolve", cycle);
+    /* Timers: one that cannot fire before the free (cancelled by it), one
+     * that may fire first or be cancelled, depending on the race. */
+    longs = fut_sleep(g_rt, 100.0);
+    zeros = fut_sleep(g_rt, 0);
+    TU_REQUIRE(longs && zeros, "cycle %d: sleep", cycle);
+    longc = fut_catch(longs, sleep_catch, c);
+    zerot = fut_then(zeros, sleep_then, c);
+    TU_REQUIRE(longc && zerot, "cycle %d: sleep continuations", cycle);
 
     TU_REQUIRE(pthread_create(&opener, NULL, opener_main, c) == 0, "pthread_create");
     atomic_store(&c->freeing, 1);
@@ -607,6 +638,24 @@ static void one_free_cycle(int cycle)
     TU_REQUIRE(atomic_load(&c->catch_runs) == FREE_QUEUED, "cycle %d: catches ran %d times", cycle,
                atomic_load(&c->catch_runs));
     TU_REQUIRE(atomic_load(&c->catch_bad) == 0, "cycle %d: a catch saw a code other than ECANCELED", cycle);
+    /* The long sleep was cancelled by the free, its catch ran once; the
+     * zero sleep fired (its then ran once) or was cancelled. */
+    TU_REQUIRE(fut_state(longs) == FUT_CANCELLED && atomic_load(&c->sleep_catches) == 1 &&
+                   fut_state(longc) == FUT_RESOLVED,
+               "cycle %d: long sleep in state %d, its catch ran %d times", cycle, fut_state(longs),
+               atomic_load(&c->sleep_catches));
+    TU_REQUIRE((fut_state(zeros) == FUT_RESOLVED && atomic_load(&c->sleep_thens) == 1 &&
+                fut_state(zerot) == FUT_RESOLVED) ||
+                   (fut_state(zeros) == FUT_CANCELLED && atomic_load(&c->sleep_thens) == 0 &&
+                    fut_state(zerot) == FUT_CANCELLED),
+               "cycle %d: zero sleep in state %d, its then ran %d times, then future %d", cycle,
+               fut_state(zeros), atomic_load(&c->sleep_thens), fut_state(zerot));
+    (void)fut_error(zeros);
+    (void)fut_error(zerot);
+    fut_release(longs);
+    fut_release(longc);
+    fut_release(zeros);
+    fut_release(zerot);
 
     for (int k = 0; k < FREE_QUEUED; k++) {
         fut_release(queued[k]);
