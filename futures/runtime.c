@@ -176,7 +176,8 @@ static void run_queue(fut_runtime *rt)
  * timer). A timed futex wait here wakes 20-200 us late (more in a VM),
  * timer slack 1 ns notwithstanding, so a sleep of 1 s would overshoot by
  * as much: the wait ends `spin_ns` early, where spin_ns follows the
- * lateness seen lately (an average, capped at spin_max_ns), and the rest
+ * lateness seen lately (up at once, down slowly, capped at spin_max_ns;
+ * 100 us to begin with), and the rest
  * is spent polling the inbox and the clock. Never early: timers check
  * their own deadlines. */
 #define POLL_NS 20000u /* look at the inbox this long before parking */
@@ -221,11 +222,14 @@ static void park(fut_runtime *rt, uint64_t next)
         if (rt->spin_max_ns == 0 || !timed_out)
             return;
         now = fut__now_ns();
-        if (now > target) { /* learn how late the kernel is: 1/4 of the news */
+        if (now > target) {
+            /* Learn how late the kernel is: at once when later than we
+             * thought (a late timer is the error we avoid), slowly when
+             * earlier (1/8 of the news: spinning is only CPU). */
             uint64_t late = now - target;
             if (late > rt->spin_max_ns)
                 late = rt->spin_max_ns;
-            rt->spin_ns = (rt->spin_ns * 3 + late) / 4;
+            rt->spin_ns = late > rt->spin_ns ? late : (rt->spin_ns * 7 + late) / 8;
         }
     } else {
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
@@ -341,7 +345,7 @@ fut_runtime *fut_runtime_new(const fut_pool_options *opts)
     atomic_init(&rt->refs, 1);
     rt->slow_ns = debug_threshold_ns();
     rt->spin_max_ns = timer_spin_max_ns();
-    rt->spin_ns = rt->spin_max_ns < 50000 ? rt->spin_max_ns : 50000;
+    rt->spin_ns = rt->spin_max_ns < 100000 ? rt->spin_max_ns : 100000;
     fut__wheel_init(&rt->wheel);
     rt->pool = fut_pool_new(opts);
     if (rt->pool == NULL) {
