@@ -1,0 +1,186 @@
+/* stack.c - coroutine stacks: mmap'd with a guard region, and a per-thread
+ * cache of free ones.
+ *
+ * DESIGN
+ *
+ * A stack is one private anonymous mapping: FUT__STACK_GUARD bytes made
+ * PROT_NONE at the low end, then the usable bytes. Stacks grow down, so a
+ * coroutine that runs off its stack touches the guard and dies with
+ * SIGSEGV there, never writes over the neighbouring memory. The mapping
+ * is MAP_NORESERVE: pages are committed when first touched, so a stack
+ * costs address space for its size and memory for its deepest use.
+ *
+ * The descriptor (struct fut__stack) is allocated with fut__malloc, so the
+ * allocation hook of pool/alloc.h can make stack allocation fail like any
+ * other allocation of the library.
+ *
+ * The cache is a LIFO free list owned by one thread (the dispatcher): no
+ * lock, no atomics. LIFO hands back the stack whose pages are most likely
+ * still in the cache and the TLB. A returned stack is not given back to
+ * the kernel (no madvise): that would cost a system call per coroutine,
+ * the very thing the cache avoids; the bound on cached stacks bounds the
+ * memory held instead (max_cached times the deepest use of each).
+ *
+ * Under ASan, a stack is unpoisoned when it is returned or unmapped: a
+ * coroutine that finished leaves the redzones of its last frames poisoned
+ * in the shadow, which the next user of the stack must not inherit.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "futures/coro_ctx.h"
+#include "pool/alloc.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if FUT__CTX_ASAN
+#include <sanitizer/asan_interface.h>
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#ifndef MAP_STACK
+#define MAP_STACK 0
+#endif
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+
+static size_t page_size(void)
+{
+    long n = sysconf(_SC_PAGESIZE);
+
+    return n > 0 ? (size_t)n : 4096u;
+}
+
+static size_t round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
+}
+
+static size_t guard_size(void)
+{
+    return round_up(FUT__STACK_GUARD, page_size());
+}
+
+/* The usable size for a requested one, or 0 if the request is refused. */
+static size_t usable_size(size_t size)
+{
+    if (size == 0 || size > FUT__STACK_MAX_SIZE)
+        return 0;
+    return round_up(size, page_size());
+}
+
+struct fut__stack *fut__stack_new(size_t size)
+{
+    size_t usable = usable_size(size), guard = guard_size();
+    struct fut__stack *st;
+    char *map;
+
+    if (usable == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    st = fut__malloc(sizeof *st);
+    if (st == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    map = mmap(NULL, guard + usable, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED) {
+        fut__free(st);
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Fails when the process is out of mappings (the guard splits one). */
+    if (mprotect(map, guard, PROT_NONE) != 0) {
+        munmap(map, guard + usable);
+        fut__free(st);
+        errno = ENOMEM;
+        return NULL;
+    }
+    st->base = map + guard;
+    st->size = usable;
+    st->next = NULL;
+    return st;
+}
+
+void fut__stack_free(struct fut__stack *st)
+{
+    size_t guard = guard_size();
+
+    if (st == NULL)
+        return;
+    UNPOISON(st->base, st->size);
+    /* Fails only for arguments that did not come from mmap. */
+    munmap((char *)st->base - guard, guard + st->size);
+    fut__free(st);
+}
+
+int fut__stack_cache_init(struct fut__stack_cache *sc, size_t size, unsigned max_cached)
+{
+    size_t usable = usable_size(size);
+
+    if (sc == NULL || usable == 0)
+        return EINVAL;
+    sc->free = NULL;
+    sc->size = usable;
+    sc->max_cached = max_cached;
+    sc->cached = 0;
+    sc->mapped = 0;
+    sc->reused = 0;
+    return 0;
+}
+
+struct fut__stack *fut__stack_get(struct fut__stack_cache *sc)
+{
+    struct fut__stack *st = sc->free;
+
+    if (st != NULL) {
+        sc->free = st->next;
+        sc->cached--;
+        sc->reused++;
+        st->next = NULL;
+        return st;
+    }
+    st = fut__stack_new(sc->size);
+    if (st != NULL)
+        sc->mapped++;
+    return st;
+}
+
+void fut__stack_put(struct fut__stack_cache *sc, struct fut__stack *st)
+{
+    if (st == NULL)
+        return;
+    if (sc->cached < sc->max_cached) {
+        UNPOISON(st->base, st->size);
+        st->next = sc->free;
+        sc->free = st;
+        sc->cached++;
+        return;
+    }
+    fut__stack_free(st);
+    sc->mapped--;
+}
+
+void fut__stack_cache_destroy(struct fut__stack_cache *sc)
+{
+    struct fut__stack *st;
+
+    while ((st = sc->free) != NULL) {
+        sc->free = st->next;
+        fut__stack_free(st);
+        sc->mapped--;
+    }
+    sc->cached = 0;
+}
