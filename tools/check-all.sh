@@ -2,10 +2,12 @@
 # check-all.sh - build and check libfutures every way CI does, on Debian 12:
 #   1. install the build tools that are missing (apt-get; needs root);
 #   2. autoreconf -fi;
-#   3. three out-of-tree builds, each `make && make check`:
+#   3. four out-of-tree builds, each `make && make check`:
 #        build/release  gcc -O2, --enable-werror
 #        build/tsan     clang, --enable-sanitizer=thread
 #        build/asan     clang, --enable-sanitizer=address (ASan + UBSan)
+#        build/ucontext gcc -O2, --with-context=ucontext (the portable
+#                       coroutine switch instead of the assembly one)
 #   4. make install (release) into a temporary prefix; build every
 #      examples/*.c against it with pkg-config alone (pool_demo.c also
 #      static), and run them (all but the 4 s sync_vs_async);
@@ -116,6 +118,7 @@ build() { # name configure-arguments...
 build release CC=gcc CFLAGS="-O2 -g" --enable-werror --prefix="$prefix"
 build tsan CC=clang --enable-sanitizer=thread
 build asan CC=clang --enable-sanitizer=address
+build ucontext CC=gcc CFLAGS="-O2 -g" --enable-werror --with-context=ucontext
 
 # ---- 4. install and use -----------------------------------------------------------
 step "4. make install, then build examples/*.c with pkg-config only"
