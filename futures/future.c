@@ -62,14 +62,10 @@ static const char cancelled_msg[] = "cancelled";
 
 /* ---- fut_raise and the call in progress ---- */
 
-struct raised {
-    int active;   /* a work or continuation call is in progress on this thread */
-    int code;     /* 0: nothing raised */
-    char *message; /* owned */
-};
-
-static _Thread_local struct raised raised;
-static _Thread_local fut_future *current_work; /* for fut_cancelled */
+_Thread_local struct fut__raised fut__raised;
+_Thread_local fut_future *fut__current_work; /* for fut_cancelled */
+#define raised fut__raised
+#define current_work fut__current_work
 
 static char *vformat(const char *fmt, va_list ap)
 {
@@ -102,9 +98,9 @@ int fut_cancelled(void)
            (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED;
 }
 
-static struct raised call_begin(void)
+struct fut__raised fut__call_begin(void)
 {
-    struct raised outer = raised; /* calls nest when a wait helps run jobs */
+    struct fut__raised outer = raised; /* calls nest when a wait helps run jobs */
 
     raised.active = 1;
     raised.code = 0;
@@ -112,9 +108,9 @@ static struct raised call_begin(void)
     return outer;
 }
 
-static struct raised call_end(struct raised outer)
+struct fut__raised fut__call_end(struct fut__raised outer)
 {
-    struct raised mine = raised;
+    struct fut__raised mine = raised;
 
     raised = outer;
     return mine;
@@ -367,7 +363,7 @@ static int settle_error(fut_future *f, unsigned to, int code, const char *fmt, .
 }
 
 /* Settle d with the outcome of a call: its return value, or what it raised. */
-static void settle_from_call(fut_future *d, void *value, struct raised r)
+void fut__settle_from_call(fut_future *d, void *value, struct fut__raised r)
 {
     if (r.code != 0)
         settle(d, FUT_REJECTED, NULL, r.code, r.message ? r.message : NULL, 1);
@@ -399,7 +395,7 @@ static void run_dependent(struct fut__task *node)
     fut_future *src = d->u.cont.src;
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
     unsigned kind = fut__kind(d);
-    struct raised outer, r;
+    struct fut__raised outer, r;
     void *v = NULL;
 
     if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
@@ -410,7 +406,7 @@ static void run_dependent(struct fut__task *node)
         fut__adopt(d, src);
     } else {
         uint64_t start = d->rt->slow_ns ? fut__now_ns() : 0;
-        outer = call_begin();
+        outer = fut__call_begin();
         if (kind == K_THEN) {
             v = ((fut_then_fn)d->u.cont.fn)(src->value, d->u.cont.arg);
         } else if (kind == K_CATCH) {
@@ -421,13 +417,13 @@ static void run_dependent(struct fut__task *node)
         } else {
             ((fut_finally_fn)d->u.cont.fn)(src, d->u.cont.arg);
         }
-        r = call_end(outer);
+        r = fut__call_end(outer);
         if (start != 0)
             fut__debug_slow(d->rt, d->u.cont.fn, start);
         if (kind == K_FINALLY && r.code == 0)
             fut__adopt(d, src);
         else
-            settle_from_call(d, v, r);
+            fut__settle_from_call(d, v, r);
     }
     d->u.cont.src = NULL;
     fut_release(src); /* d's reference on its source */
@@ -473,20 +469,20 @@ fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg)
 static void work_job(fut_pool_job *job, int status)
 {
     fut_future *f = (fut_future *)((char *)job - offsetof(fut_future, u.work.job));
-    struct raised outer, r;
+    struct fut__raised outer, r;
     fut_future *outer_work;
     void *v;
 
     if (status == ECANCELED) {
         settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
     } else if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_PENDING) {
-        outer = call_begin();
+        outer = fut__call_begin();
         outer_work = current_work;
         current_work = f;
         v = f->u.work.fn(f->u.work.arg);
         current_work = outer_work;
-        r = call_end(outer);
-        settle_from_call(f, v, r);
+        r = fut__call_end(outer);
+        fut__settle_from_call(f, v, r);
     }
     /* else cancelled while queued: the work is skipped. */
     fut_release(f); /* the pool's reference */

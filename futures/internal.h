@@ -194,6 +194,21 @@ void *fut__obj_alloc(int large); /* NULL when out of memory */
 void fut__obj_free(void *p, int large); /* NULL is a no-op */
 
 /* future.c */
+/* What fut_raise recorded in the call in progress on this thread (work,
+ * continuation or coroutine); a coroutine keeps its own across switches. */
+struct fut__raised {
+    int active;    /* a work, continuation or coroutine call is in progress */
+    int code;      /* 0: nothing raised */
+    char *message; /* owned */
+};
+extern _Thread_local struct fut__raised fut__raised;
+extern _Thread_local struct fut_future *fut__current_work; /* for fut_cancelled */
+/* Start a call (returns the outer call's record, calls nest) and end it
+ * (returns what it raised, puts the outer one back). */
+struct fut__raised fut__call_begin(void);
+struct fut__raised fut__call_end(struct fut__raised outer);
+/* Settle d with a call's return value, or with what it raised. */
+void fut__settle_from_call(struct fut_future *d, void *value, struct fut__raised r);
 /* Settle f if pending (msg is taken over when owned). 0 or EALREADY. */
 int fut__settle(struct fut_future *f, unsigned to, void *value, int code, char *msg, int owned);
 struct fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs);

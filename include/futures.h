@@ -203,6 +203,13 @@ FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
  * the work: they return a future rejected with that reason. NULL (errno
  * set) means only bad arguments (EINVAL) or no memory for the future
  * itself (ENOMEM).
+ *
+ * Threads: unless a call says otherwise, it may be made from any thread,
+ * the dispatcher and pool threads included, at any time (two threads may
+ * settle, cancel, wait on, attach to or release the same future at once).
+ * Futures made by a call hold what they need: a continuation or a
+ * combinator keeps its own reference on its inputs, so the caller may
+ * release them at once.
  * ---------------------------------------------------------------------- */
 
 typedef struct fut_runtime fut_runtime;
@@ -228,9 +235,13 @@ typedef void *(*fut_work_fn)(void *arg);
 FUT_EXPORT fut_runtime *fut_runtime_new(const fut_pool_options *opts);
 
 /* Shut down: running work finishes, queued work is cancelled (its futures
- * are cancelled), every continuation runs exactly once, the threads exit.
- * Futures the caller still holds stay readable until released. Not from
- * the dispatcher or a pool thread of rt (EDEADLK). NULL is a no-op.
+ * are cancelled), pending sleeps are cancelled, every continuation that
+ * can run runs exactly once, the threads exit. Futures the caller still
+ * holds stay readable until released. A promise still unsettled keeps its
+ * future pending; when it is settled (or freed) later, its continuations
+ * run on the thread that settles it, one such thread at a time. The
+ * default runtime (NULL) is freed at exit, not by this call: NULL is a
+ * no-op. Not from the dispatcher or a pool thread of rt (EDEADLK).
  * Returns 0 or EDEADLK. */
 FUT_EXPORT int fut_runtime_free(fut_runtime *rt);
 
@@ -240,7 +251,8 @@ FUT_EXPORT fut_pool *fut_runtime_pool(fut_runtime *rt);
 /* Futures of rt created and not yet freed (NULL: the default runtime). */
 FUT_EXPORT uint64_t fut_runtime_live(fut_runtime *rt);
 
-/* Whether the calling thread is rt's dispatcher (NULL: any runtime's). */
+/* Nonzero if the calling thread is rt's dispatcher (NULL: any runtime's),
+ * else 0. */
 FUT_EXPORT int fut_on_dispatcher(fut_runtime *rt);
 
 /* ---- offload ---- */
@@ -254,8 +266,10 @@ FUT_EXPORT fut_future *fut_submit_blocking(fut_runtime *rt, fut_work_fn fn, void
 
 /* Inside work or a continuation: fail it with code (1 to 65535; others become
  * EINVAL) and a printf-style message. Returns NULL, so that
- * `return fut_raise(ENOENT, "no %s", name);` reads naturally. Outside
- * such a call it has no effect. */
+ * `return fut_raise(ENOENT, "no %s", name);` reads naturally. Called more
+ * than once, the last call wins; once called, the function's return value
+ * is ignored (a value that needs freeing is the function's to free).
+ * Outside such a call it has no effect. */
 FUT_EXPORT void *fut_raise(int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -271,20 +285,22 @@ FUT_EXPORT int fut_cancelled(void);
 FUT_EXPORT fut_future *fut_retain(fut_future *f);  /* returns f */
 FUT_EXPORT void fut_release(fut_future *f);        /* NULL is a no-op */
 FUT_EXPORT int fut_state(const fut_future *f);     /* enum fut_state; FUT_PENDING for NULL */
-/* The value of a resolved future, else NULL. */
+/* The value of a resolved future, else NULL (also for NULL). */
 FUT_EXPORT void *fut_value(const fut_future *f);
-/* 0 if resolved or pending, else the code (ECANCELED when cancelled).
- * Reading it marks the error as seen (see fut_set_unobserved_hook). */
+/* 0 if resolved or pending (or f NULL), else the code (ECANCELED when
+ * cancelled). Reading it marks the error as seen (see
+ * fut_set_unobserved_hook). */
 FUT_EXPORT int fut_error(fut_future *f);
-/* The message of a rejected or cancelled future ("" otherwise); valid as
- * long as the caller holds f. */
+/* The message of a rejected or cancelled future ("" otherwise, and for
+ * NULL); valid as long as the caller holds f. */
 FUT_EXPORT const char *fut_message(const fut_future *f);
 
 /* Block until f settles or timeout_s seconds pass (< 0: no limit). For
  * threads outside the runtime. Returns 0 (settled: read it with fut_state,
- * fut_value, fut_error), ETIMEDOUT, EINVAL, or EDEADLK on the dispatcher
- * thread (waiting there would stop the very thread that settles
- * continuations). On a compute worker it runs other compute jobs while it
+ * fut_value, fut_error), ETIMEDOUT, EINVAL (f NULL, timeout_s NaN), or
+ * EDEADLK when called on the dispatcher of f's runtime while f is pending
+ * (waiting there would stop the very thread that settles continuations;
+ * a settled f returns 0 there too). On a compute worker it runs other compute jobs while it
  * waits, so the pool cannot deadlock on its own waits. */
 FUT_EXPORT int fut_wait(fut_future *f, double timeout_s);
 
@@ -311,7 +327,11 @@ FUT_EXPORT void fut_promise_free(fut_promise *p);
 
 /* When f resolves: fn(value, arg); its return value resolves the new
  * future (fut_raise rejects it). When f is rejected or cancelled, fn does
- * not run and the new future gets f's error. */
+ * not run and the new future settles as f did: rejected with f's code and
+ * message, or cancelled.
+ *
+ * For all three: cancelling the new future before fn has run means fn
+ * never runs; it does not cancel f. */
 typedef void *(*fut_then_fn)(void *value, void *arg);
 FUT_EXPORT fut_future *fut_then(fut_future *f, fut_then_fn fn, void *arg);
 
@@ -402,10 +422,13 @@ FUT_EXPORT int fut_cancel(fut_future *f);
 /* ---- errors nobody read ---- */
 
 /* Called when a rejected future is freed and nobody read its error
- * (fut_error, a fut_catch, or a continuation that passed it on). The
- * default hook prints one line on stderr with the code and message. NULL
- * restores the default. Called on the thread that dropped the last
- * reference. */
+ * (fut_error, a fut_catch, or a continuation or combinator that passed it
+ * on, FUT_SETTLED gathers included). Cancelled futures are not reported:
+ * a cancel is something the program did. The default hook prints one
+ * line on stderr with the code and message. NULL restores the default.
+ * Called on the thread that dropped the last reference; setting it is
+ * safe at any time from any thread (a report running meanwhile uses the
+ * hook it found). */
 typedef void (*fut_unobserved_fn)(int code, const char *message, void *arg);
 FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
 
