@@ -193,8 +193,10 @@ static void future_free(fut_future *f)
         report_unobserved((int)(s >> ST_CODE_SHIFT), fut__message(f) ? fut__message(f) : "");
     if (s & ST_MSG_OWNED)
         free(f->message);
-    if (kind >= K_GATHER)
+    if (IS_GROUP(kind))
         fut__group_free(f);
+    else if (kind == K_CORO)
+        fut__coro_free(f);
     fut__obj_free(f, large_kind(kind));
     fut__runtime_unref(rt);
 }
@@ -278,8 +280,12 @@ void fut__depend(fut_future *src, struct fut__task *task)
 /* A future was cancelled: pass it on to what it stands for. */
 static void cancelled_hook(fut_future *f)
 {
-    if (fut__kind(f) >= K_GATHER)
+    unsigned kind = fut__kind(f);
+
+    if (IS_GROUP(kind))
         fut__group_cancelled(f);
+    else if (kind == K_CORO)
+        fut__coro_cancelled(f);
 }
 
 /* Settle f if pending. msg is taken over (freed on failure) when owned.

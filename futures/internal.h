@@ -59,10 +59,15 @@ enum fut__kind {
     K_GATHER,   /* combinators over children: u.group */
     K_ANY,
     K_RACE,
-    K_TIMEOUT   /* u.group with one child and a timer */
+    K_TIMEOUT,  /* u.group with one child and a timer */
+    K_CORO      /* fut_async: u.coro, a coroutine on the dispatcher (coro.c) */
 };
 
+#define IS_GROUP(kind) ((kind) >= K_GATHER && (kind) <= K_TIMEOUT)
+
 struct fut__group;
+struct fut__coro;
+struct fut__coro_rt;
 
 /* A future: 40 bytes common to all, then what its kind needs (see
  * fut__future_size). A dependent of a future is a task: it sits in the
@@ -99,6 +104,7 @@ struct fut_future {
             struct fut_future **wprev; /* what points at us there */
         } sleep;
         struct fut__group *group; /* K_GATHER, K_ANY, K_RACE, K_TIMEOUT */
+        struct fut__coro *coro;   /* K_CORO */
     } u;
 };
 
@@ -164,6 +170,9 @@ struct fut_runtime {
     uint64_t spin_ns;          /* dispatcher only: a timed wait ends this early, then spins */
     uint64_t spin_max_ns;      /* cap of spin_ns (0: never spin) */
     fut_pool *pool;            /* where work runs */
+    struct fut__coro_rt *coro; /* dispatcher only: coroutines, made at the first one (coro.c) */
+    _Atomic size_t coro_stack_size; /* usable bytes of coroutine stacks */
+    atomic_int coro_begun;     /* the first coroutine started: the stack size is fixed */
     pthread_t thread;          /* the dispatcher */
 };
 
@@ -225,6 +234,14 @@ void fut__observe(struct fut_future *f);
 /* combine.c */
 void fut__group_cancelled(struct fut_future *f);
 void fut__group_free(struct fut_future *f);
+
+/* coro.c (dispatcher only, but fut__coro_cancelled and fut__coro_free) */
+int fut__coro_rt_init(fut_runtime *rt);
+void fut__coro_rt_free(fut_runtime *rt);
+uint64_t fut__coro_live(fut_runtime *rt);   /* coroutines started, not finished */
+int fut__coro_cancel_all(fut_runtime *rt);  /* 1 if it cancelled any (once) */
+void fut__coro_cancelled(struct fut_future *f); /* any thread: f's cancel hook */
+void fut__coro_free(struct fut_future *f);  /* future_free of a K_CORO */
 
 /* runtime.c */
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */

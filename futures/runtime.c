@@ -79,6 +79,7 @@ static inline struct fut__task **next_of(struct fut__task *e)
 }
 
 static void run_queue(fut_runtime *rt);
+static void run_all(fut_runtime *rt);
 
 static void append_local(fut_runtime *rt, struct fut__task *e)
 {
@@ -99,7 +100,7 @@ static void run_dead(fut_runtime *rt, struct fut__task *e)
     fut__lock(&rt->dead_lock);
     fut__dispatcher_rt = rt;
     append_local(rt, e);
-    run_queue(rt);
+    run_all(rt);
     fut__dispatcher_rt = outer;
     fut__unlock(&rt->dead_lock);
 }
@@ -158,9 +159,12 @@ static int take_inbox(fut_runtime *rt, struct fut__task *replace)
     return 1;
 }
 
+/* Run the tasks queued now, not those they queue: a coroutine that
+ * yields in a loop (it queues itself again) must not keep the inbox and
+ * the timers waiting. */
 static void run_queue(fut_runtime *rt)
 {
-    struct fut__task *t;
+    struct fut__task *t, *last = rt->run_tail;
 
     while ((t = rt->run_head) != NULL) {
         rt->run_head = *next_of(t);
@@ -169,7 +173,15 @@ static void run_queue(fut_runtime *rt)
             fut__future_task(entry_future(t));
         else
             t->run(t);
+        if (t == last) /* compared, not read: t may be freed */
+            break;
     }
+}
+
+static void run_all(fut_runtime *rt)
+{
+    while (rt->run_head != NULL)
+        run_queue(rt);
 }
 
 /* Sleep until a task is scheduled or the time `next` (UINT64_MAX: no
@@ -182,7 +194,7 @@ static void run_queue(fut_runtime *rt)
  * their own deadlines. */
 #define POLL_NS 20000u /* look at the inbox this long before parking */
 
-static void park(fut_runtime *rt, uint64_t next)
+static void park(fut_runtime *rt, uint64_t next, int stopping_too)
 {
     uint64_t target = next, now;
     struct timespec until;
@@ -204,7 +216,7 @@ static void park(fut_runtime *rt, uint64_t next)
     }
     atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) != NULL ||
-        atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+        (!stopping_too && atomic_load_explicit(&rt->stopping, memory_order_seq_cst))) {
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
         return;
     }
@@ -259,19 +271,26 @@ static void *dispatcher_main(void *arg)
         if (rt->run_head != NULL)
             continue;
         if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-            if (rt->wheel.count == 0)
+            if (fut__coro_cancel_all(rt)) /* once: they run to their ends */
+                continue;
+            if (rt->wheel.count != 0) {
+                fut__timers_cancel_all(rt); /* their dependents run before we exit */
+                continue;
+            }
+            if (fut__coro_live(rt) == 0)
                 break;
-            fut__timers_cancel_all(rt); /* their dependents run before we exit */
+            park(rt, UINT64_MAX, 1); /* a coroutine waits for another runtime */
             continue;
         }
-        park(rt, next);
+        park(rt, next, 0);
     }
     /* Close the inbox, taking what raced in: from now on a task runs on
      * the thread that schedules it. */
     fut__lock(&rt->dead_lock);
     take_inbox(rt, INBOX_CLOSED);
-    run_queue(rt);
+    run_all(rt);
     fut__unlock(&rt->dead_lock);
+    fut__coro_rt_free(rt); /* every coroutine has ended: their stacks are back */
     fut__dispatcher_rt = NULL;
     return NULL;
 }

@@ -410,6 +410,87 @@ FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n
  * EALREADY if it had settled, EINVAL. */
 FUT_EXPORT int fut_cancel(fut_future *f);
 
+/* ---- coroutines: async and await ----
+ *
+ * A coroutine is a function of the pthread_create type that runs on the
+ * dispatcher thread with a stack of its own, so that it can wait for a
+ * future in the middle of its code (fut_await) while the dispatcher runs
+ * other coroutines, continuations and timers: concurrent code that reads
+ * like sequential code, as with asyncio's async def and await. Its return
+ * value resolves its future; fut_raise inside it rejects it.
+ *
+ * Because coroutines, continuations and timers of a runtime all run on
+ * its one dispatcher thread, code between two awaits runs alone and needs
+ * no locks, and must not block: offload blocking calls (fut_submit_blocking)
+ * and await their futures.
+ *
+ * Memory: a suspended coroutine costs its future and a small record
+ * (about 200 bytes) plus the pages of its stack it has touched (at least
+ * one, 4 KiB); the stack's full size (default 256 KiB, see
+ * fut_runtime_set_stack_size) is address space only, with a 64 KiB guard
+ * region below it, so running off the end is a clean SIGSEGV, never
+ * silent corruption. Finished coroutines' stacks are kept for reuse (up
+ * to 256). Linux allows 65530 memory mappings a process by default
+ * (vm.max_map_count) and a stack takes two: about 32,000 coroutines can
+ * be suspended at once unless that limit is raised.
+ *
+ * Floating point: the rounding mode and exception masks (MXCSR, the x87
+ * control word, FPCR) belong to the dispatcher thread and are not saved
+ * per coroutine: a coroutine that changes them must restore them before
+ * it awaits or yields.
+ *
+ * Debugging: `bt` in gdb shows the running coroutine's stack down to the
+ * frame where it started (futures/coro_ctx.h says how to see a suspended
+ * one's). ASan and TSan builds of the library tell the sanitizers about
+ * every switch.
+ */
+
+/* Start fn(arg) as a coroutine on rt's dispatcher (NULL: the default
+ * runtime) and return its future at once (asyncio.create_task): it starts
+ * when the dispatcher gets to it, after what is queued now. NULL with
+ * errno EINVAL (fn NULL) or ENOMEM. Any thread. Its future is rejected
+ * with ENOMEM if no stack can be had when it starts. Cancelling the
+ * future before it started means it never runs; while it runs, its
+ * pending fut_await (or fut_yield) returns ECANCELED, once, and the
+ * future it awaited is cancelled; it may clean up and return (the return
+ * value is then dropped: its future is cancelled already). */
+FUT_EXPORT fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg);
+
+/* Wait for f and return its value (NULL if it failed), with *err (may be
+ * NULL) set to 0 or f's error code (its message: fut_message(f)).
+ * In a coroutine: suspends only this coroutine until f settles (an
+ * already settled f returns at once, without a switch); returns
+ * ECANCELED if the coroutine is cancelled meanwhile (see fut_async), or
+ * EDEADLK if f is the coroutine's own future.
+ * On any other thread but a dispatcher: blocks the thread until f
+ * settles (fut_wait; a pool worker runs other jobs meanwhile), so helper
+ * functions work from both worlds. In a continuation (on a dispatcher,
+ * not in a coroutine): returns f's outcome if it has settled, else
+ * EDEADLK at once (waiting there would stop the dispatcher).
+ * f NULL: EINVAL. The caller keeps its reference on f. */
+FUT_EXPORT void *fut_await(fut_future *f, int *err);
+
+/* In a coroutine: let everything queued on the dispatcher run, then go on
+ * (asyncio.sleep(0)). Returns 0, or ECANCELED if the coroutine was
+ * cancelled. Anywhere else: EPERM, and nothing happens. */
+FUT_EXPORT int fut_yield(void);
+
+/* Nonzero if the calling code runs in a coroutine, else 0. */
+FUT_EXPORT int fut_in_coroutine(void);
+
+/* asyncio.run: run fn(arg) as a coroutine on rt (NULL: the default
+ * runtime) and block until it returns. Returns 0 with its value in
+ * *result (result may be NULL), or its error code (*result NULL);
+ * EINVAL (fn NULL), ENOMEM, or EDEADLK on a dispatcher thread. For the
+ * error's message, use fut_async and fut_wait instead. */
+FUT_EXPORT int fut_run(fut_runtime *rt, fut_work_fn fn, void *arg, void **result);
+
+/* Usable bytes of the stacks of rt's coroutines (rounded up to pages;
+ * default 256 KiB). Call it before the first fut_async on rt. Returns 0,
+ * EINVAL (0 or more than 1 GiB), or EBUSY (a coroutine has started on rt
+ * already: the size is fixed). */
+FUT_EXPORT int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes);
+
 /* ---- debug mode ----
  *
  * Set FUT_DEBUG=1 in the environment (read when a runtime is created) and

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check-all.sh - build and check libfutures every way CI does, on Debian 12:
-#   1. install the build tools that are missing (apt-get; needs root);
+#   1. install the build tools that are missing (apt-get; needs root), and
+#      raise vm.max_map_count for 100,000 coroutine stacks (as root);
 #   2. autoreconf -fi;
 #   3. four out-of-tree builds, each `make && make check`:
 #        build/release  gcc -O2, --enable-werror
@@ -53,6 +54,17 @@ if [ -n "$missing" ]; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
 else
     echo "all present: $packages"
+fi
+# tests/test_coro keeps 100,000 coroutines alive at once: a stack is two
+# memory mappings, more than Linux's default vm.max_map_count (65530)
+# allows. Raise it when we may (the test uses fewer when it cannot).
+maps=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
+if [ "$maps" -lt 262144 ]; then
+    if [ "$(id -u)" -eq 0 ] && echo 262144 >/proc/sys/vm/max_map_count 2>/dev/null; then
+        echo "vm.max_map_count: $maps -> 262144"
+    else
+        echo "vm.max_map_count is $maps: test_coro will keep fewer than 100,000 coroutines alive"
+    fi
 fi
 done_step "tools"
 

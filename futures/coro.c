@@ -1,0 +1,475 @@
+/* coro.c - coroutines: async and await on the dispatcher.
+ *
+ * DESIGN
+ *
+ * A coroutine is a future (K_CORO) plus a struct fut__coro: a context
+ * with its own stack (coro_ctx.h, stack.c) that runs only on its
+ * runtime's dispatcher thread. The dispatcher's own context resumes it
+ * (resume); it runs until it awaits a pending future, yields or returns,
+ * and each of those switches back to the dispatcher's context, which goes
+ * on with its queues. So coroutines, continuations and timers interleave
+ * on one thread, and a coroutine's code between two awaits runs alone.
+ *
+ * Who touches what: everything in struct fut__coro but cancel_task is the
+ * dispatcher's. Other threads reach a coroutine only through tasks: its
+ * start (run_task), the awaited future's dependent (wnode, which queues
+ * the resume), and a cancel (cancel_task, queued by the cancel of its
+ * future from any thread).
+ *
+ * An await of a settled future is one acquire load, no switch. An await
+ * of a pending one attaches wnode to it and switches out; when it
+ * settles, wnode (on the dispatcher of the awaited future's runtime)
+ * queues run_task on ours, and resume switches back in.
+ *
+ * The per-thread call record of fut_raise and fut_cancelled belongs to
+ * whatever runs: each switch saves it in a local variable of the side
+ * that leaves (its own stack) and puts it back when that side resumes.
+ *
+ * Cancel: cancelling the future settles it at once (its continuations see
+ * ECANCELED) and queues cancel_task, which marks the coroutine and
+ * cancels the future it awaits; the coroutine resumes, its await (or
+ * yield) returns ECANCELED once, and it may clean up and return (its
+ * value is then dropped: the future is settled). Cancelled before it
+ * started, it never runs.
+ *
+ * Lifetime: the coroutine holds a reference on its future until it
+ * returns; struct fut__coro lives as long as the future (freed by
+ * future_free), its stack only until the coroutine returns (back to the
+ * runtime's stack cache).
+ *
+ * Shutdown: fut_runtime_free cancels every live coroutine once; from then
+ * on an await of a pending future cancels that future and returns
+ * ECANCELED at once, and a yield returns ECANCELED, so every coroutine
+ * runs to its end before the dispatcher exits; one not yet started never
+ * starts.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "futures/coro_ctx.h"
+#include "futures/internal.h"
+#include "pool/alloc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fut__coro {
+    struct fut__ctx ctx;         /* its context, valid while started and not finished */
+    struct fut__stack *stack;    /* its stack, while started and not finished */
+    fut_future *f;               /* its future (the coroutine's reference until it returns) */
+    fut_work_fn fn;              /* what it runs */
+    void *arg;
+    struct fut__task run_task;   /* dispatcher: start it, or resume it */
+    struct fut__task wnode;      /* our node in the awaited future's dependents */
+    struct fut__task cancel_task; /* dispatcher: deliver a cancel (queued from any thread) */
+    fut_future *awaiting;        /* the future a pending await waits for, else NULL */
+    struct fut__coro *next, *prev; /* the runtime's live coroutines */
+    unsigned char started;       /* its context exists */
+    unsigned char finished;      /* it returned (or never started) */
+    unsigned char cancel;        /* a cancel came: the next await or yield returns ECANCELED */
+};
+
+/* The coroutine state of a runtime: dispatcher only. */
+struct fut__coro_rt {
+    struct fut__ctx main;        /* the dispatcher's own context */
+    struct fut__coro *running;   /* the coroutine running now, else NULL */
+    struct fut__coro *live;      /* started or queued, not finished */
+    uint64_t nlive;
+    struct fut__stack_cache stacks;
+    int cancelled_all;           /* shutdown cancelled every live coroutine */
+};
+
+/* The running coroutine of the calling thread, if it is a dispatcher
+ * running one. */
+static struct fut__coro *current(void)
+{
+    fut_runtime *rt = fut__dispatcher_rt;
+
+    return rt != NULL && rt->coro != NULL ? rt->coro->running : NULL;
+}
+
+int fut__coro_rt_init(fut_runtime *rt)
+{
+    struct fut__coro_rt *cr = fut__calloc(1, sizeof *cr);
+    size_t size;
+
+    if (cr == NULL)
+        return ENOMEM;
+    atomic_store_explicit(&rt->coro_begun, 1, memory_order_seq_cst);
+    size = atomic_load_explicit(&rt->coro_stack_size, memory_order_seq_cst);
+    if (fut__stack_cache_init(&cr->stacks, size ? size : FUT__STACK_DEFAULT_SIZE,
+                              FUT__STACK_CACHE_DEFAULT_MAX) != 0) {
+        fut__free(cr);
+        return EINVAL;
+    }
+    fut__ctx_init_current(&cr->main);
+    rt->coro = cr;
+    return 0;
+}
+
+void fut__coro_rt_free(fut_runtime *rt)
+{
+    if (rt->coro == NULL)
+        return;
+    fut__stack_cache_destroy(&rt->coro->stacks);
+    fut__free(rt->coro);
+    rt->coro = NULL;
+}
+
+uint64_t fut__coro_live(fut_runtime *rt)
+{
+    return rt->coro != NULL ? rt->coro->nlive : 0;
+}
+
+/* ---- switching ---- */
+
+/* Run co until it awaits, yields or returns (dispatcher's context). */
+static void resume(fut_runtime *rt, struct fut__coro *co)
+{
+    struct fut__coro_rt *cr = rt->coro;
+    struct fut__raised saved = fut__raised;
+    fut_future *saved_work = fut__current_work;
+
+    cr->running = co;
+    fut__ctx_switch(&cr->main, &co->ctx);
+    cr->running = NULL;
+    fut__raised = saved;
+    fut__current_work = saved_work;
+    if (co->finished) {
+        fut__ctx_destroy(&co->ctx);
+        fut__stack_put(&cr->stacks, co->stack);
+        co->stack = NULL;
+        fut_release(co->f); /* the coroutine's own reference */
+    }
+}
+
+/* Switch from the running coroutine back to the dispatcher's context;
+ * returns when something resumes it. */
+static void suspend(fut_runtime *rt, struct fut__coro *co)
+{
+    struct fut__raised saved = fut__raised;
+    fut_future *saved_work = fut__current_work;
+
+    fut__ctx_switch(&co->ctx, &rt->coro->main);
+    fut__raised = saved;
+    fut__current_work = saved_work;
+}
+
+static void unlink_live(struct fut__coro_rt *cr, struct fut__coro *co)
+{
+    if (co->prev != NULL)
+        co->prev->next = co->next;
+    else
+        cr->live = co->next;
+    if (co->next != NULL)
+        co->next->prev = co->prev;
+    co->next = co->prev = NULL;
+    cr->nlive--;
+}
+
+/* The first code of a coroutine, on its own stack. */
+static void entry(void *arg)
+{
+    struct fut__coro *co = arg;
+    fut_runtime *rt = co->f->rt;
+    struct fut__raised outer, r;
+    void *v;
+
+    outer = fut__call_begin();
+    fut__current_work = co->f;
+    v = co->fn(co->arg);
+    r = fut__call_end(outer);
+    fut__settle_from_call(co->f, v, r); /* EALREADY if it was cancelled: dropped */
+    co->finished = 1;
+    unlink_live(rt->coro, co);
+    fut__ctx_exit(&co->ctx, &rt->coro->main);
+}
+
+/* ---- tasks ---- */
+
+static void resume_task(struct fut__task *t)
+{
+    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, run_task));
+
+    resume(co->f->rt, co);
+}
+
+static void start_task(struct fut__task *t)
+{
+    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, run_task));
+    fut_runtime *rt = co->f->rt;
+    struct fut__coro_rt *cr = rt->coro;
+    int rc;
+
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+        fut__settle(co->f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down",
+                    0);
+    if (fut_state(co->f) != FUT_PENDING) { /* cancelled before it started: never runs */
+        co->finished = 1;
+        fut_release(co->f);
+        return;
+    }
+    if (cr == NULL) {
+        rc = fut__coro_rt_init(rt);
+        if (rc != 0) {
+            fut__settle(co->f, FUT_REJECTED, NULL, rc,
+                        (char *)"could not set up coroutines on this runtime", 0);
+            co->finished = 1;
+            fut_release(co->f);
+            return;
+        }
+        cr = rt->coro;
+    }
+    co->stack = fut__stack_get(&cr->stacks);
+    rc = co->stack == NULL ? ENOMEM
+                           : fut__ctx_make(&co->ctx, co->stack->base, co->stack->size, entry, co);
+    if (rc != 0) {
+        if (co->stack != NULL)
+            fut__stack_put(&cr->stacks, co->stack);
+        co->stack = NULL;
+        fut__settle(co->f, FUT_REJECTED, NULL, rc,
+                    (char *)(rc == ENOMEM ? "no memory for a coroutine stack"
+                                          : "could not make a coroutine context"),
+                    0);
+        co->finished = 1;
+        fut_release(co->f);
+        return;
+    }
+    co->started = 1;
+    co->next = cr->live;
+    if (cr->live != NULL)
+        cr->live->prev = co;
+    cr->live = co;
+    cr->nlive++;
+    co->run_task.run = resume_task;
+    resume(rt, co);
+}
+
+/* The awaited future settled (on its own runtime's dispatcher). */
+static void await_fired(struct fut__task *t)
+{
+    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, wnode));
+
+    fut__schedule(co->f->rt, &co->run_task);
+}
+
+static void cancel_task(struct fut__task *t)
+{
+    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, cancel_task));
+    fut_future *f = co->f;
+
+    if (co->started && !co->finished) {
+        co->cancel = 1;
+        if (co->awaiting != NULL)
+            fut_cancel(co->awaiting); /* it resumes us, if it had not settled */
+    }
+    fut_release(f); /* the cancel's reference */
+}
+
+/* fut_cancel of a coroutine's future (any thread): tell the coroutine. */
+void fut__coro_cancelled(fut_future *f)
+{
+    struct fut__coro *co = f->u.coro;
+
+    fut_retain(f);
+    co->cancel_task.run = cancel_task;
+    fut__schedule(f->rt, &co->cancel_task);
+}
+
+void fut__coro_free(fut_future *f)
+{
+    fut__free(f->u.coro);
+}
+
+/* Shutdown (dispatcher): cancel every live coroutine once. */
+int fut__coro_cancel_all(fut_runtime *rt)
+{
+    struct fut__coro_rt *cr = rt->coro;
+    struct fut__coro *co;
+
+    if (cr == NULL || cr->cancelled_all || cr->nlive == 0)
+        return 0;
+    cr->cancelled_all = 1;
+    for (co = cr->live; co != NULL; co = co->next)
+        fut_cancel(co->f);
+    return 1;
+}
+
+/* ---- the calls ---- */
+
+fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg)
+{
+    struct fut__coro *co;
+    fut_future *f;
+
+    if (fn == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    co = fut__calloc(1, sizeof *co);
+    if (co == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    f = fut__future_new(rt, K_CORO, 2); /* the caller's and the coroutine's */
+    if (f == NULL) {
+        fut__free(co);
+        return NULL;
+    }
+    co->f = f;
+    co->fn = fn;
+    co->arg = arg;
+    f->u.coro = co;
+    co->run_task.run = start_task;
+    co->wnode.run = await_fired;
+    fut__schedule(rt, &co->run_task);
+    return f;
+}
+
+/* Read settled f's outcome the way an await hands it back. */
+static void *outcome(fut_future *f, int *err)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
+
+    if ((s & ST_MASK) == FUT_RESOLVED) {
+        *err = 0;
+        return f->value;
+    }
+    fut__observe(f);
+    *err = (int)(s >> ST_CODE_SHIFT);
+    return NULL;
+}
+
+void *fut_await(fut_future *f, int *err)
+{
+    struct fut__coro *co;
+    fut_runtime *rt;
+    int dummy, rc;
+    unsigned s;
+
+    if (err == NULL)
+        err = &dummy;
+    if (f == NULL) {
+        *err = EINVAL;
+        return NULL;
+    }
+    s = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    co = current();
+    if (co == NULL) {
+        /* Not in a coroutine: block this thread; not a dispatcher (a
+         * continuation there would stop its runtime); a pool worker helps
+         * its pool while it waits (fut_wait). */
+        if (s != FUT_PENDING && s != ST_SETTLING)
+            return outcome(f, err);
+        if (fut__dispatcher_rt != NULL) {
+            *err = EDEADLK;
+            return NULL;
+        }
+        rc = fut_wait(f, -1);
+        if (rc != 0) {
+            *err = rc;
+            return NULL;
+        }
+        return outcome(f, err);
+    }
+    if (co->cancel) {
+        co->cancel = 0;
+        *err = ECANCELED;
+        return NULL;
+    }
+    if (s != FUT_PENDING && s != ST_SETTLING)
+        return outcome(f, err); /* settled: no switch */
+    if (f == co->f) { /* itself: it would wait forever */
+        *err = EDEADLK;
+        return NULL;
+    }
+    rt = co->f->rt;
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+        fut_cancel(co->f); /* the shutdown cancels every coroutine */
+        fut_cancel(f);
+        *err = ECANCELED;
+        return NULL;
+    }
+    co->awaiting = fut_retain(f);
+    fut__depend(f, &co->wnode);
+    suspend(rt, co);
+    co->awaiting = NULL;
+    fut_release(f);
+    if (co->cancel) {
+        co->cancel = 0;
+        *err = ECANCELED;
+        return NULL;
+    }
+    return outcome(f, err);
+}
+
+int fut_yield(void)
+{
+    struct fut__coro *co = current();
+    fut_runtime *rt;
+
+    if (co == NULL)
+        return EPERM;
+    rt = co->f->rt;
+    if (!co->cancel && !atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+        fut__schedule(rt, &co->run_task); /* behind everything queued now */
+        suspend(rt, co);
+    }
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+        fut_cancel(co->f); /* the shutdown cancels every coroutine */
+    if (co->cancel || atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+        co->cancel = 0;
+        return ECANCELED;
+    }
+    return 0;
+}
+
+int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes)
+{
+    if (bytes == 0 || bytes > FUT__STACK_MAX_SIZE)
+        return EINVAL;
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return errno;
+    atomic_store_explicit(&rt->coro_stack_size, bytes, memory_order_seq_cst);
+    /* Dekker with fut__coro_rt_init: either it sees our size, or we see
+     * that it began. */
+    if (atomic_load_explicit(&rt->coro_begun, memory_order_seq_cst))
+        return EBUSY;
+    return 0;
+}
+
+int fut_in_coroutine(void)
+{
+    return current() != NULL;
+}
+
+int fut_run(fut_runtime *rt, fut_work_fn fn, void *arg, void **result)
+{
+    fut_future *f;
+    int rc;
+
+    if (fn == NULL)
+        return EINVAL;
+    if (fut__dispatcher_rt != NULL)
+        return EDEADLK;
+    f = fut_async(rt, fn, arg);
+    if (f == NULL)
+        return errno;
+    rc = fut_wait(f, -1);
+    if (rc == 0) {
+        rc = fut_error(f);
+        if (result != NULL)
+            *result = rc == 0 ? fut_value(f) : NULL;
+    }
+    fut_release(f);
+    return rc;
+}
