@@ -1,149 +1,109 @@
 /* fetch_data.c - simulated requests, one after another, then all at once.
  * cc fetch_data.c $(pkg-config --cflags --libs futures)
- * Without await, the code after an await becomes a continuation (fut_then)
- * that runs on the dispatcher thread when the awaited future settles, and
- * fut_catch plays `except`; main blocks in fut_wait until it is all over. */
+ *
+ * Await style: coroutines (fut_async, fut_await, fut_run) that read like
+ * the Python lesson line by line. fetch_data_callbacks.c is the same
+ * program in the callback style (fut_then, fut_catch); docs/TUTORIAL.md
+ * says when to prefer which. */
 #include <futures.h>
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#define TIMEOUT 10.0 /* seconds main waits before it calls it a hang */
-static fut_runtime *rt; /* the event loop: continuations start fetches too */
-
-static int failed(const char *what, const char *why)
+/* In main's coroutine: say why on stderr, then fail it with code (fut_run
+ * returns the code only, not the message). */
+static void *failed(int code, const char *what, const char *why)
 {
     fprintf(stderr, "fetch_data: %s failed: %s\n", what, why);
-    return 1;
+    return fut_raise(code, "%s: %s", what, why);
 }
 
-/* The rest of fetch_data after `await asyncio.sleep(delay)`. */
-static void *return_url(void *value, void *url)
+/* async def fetch_data(url, delay): simulates an HTTP request.
+ * A plain function that awaits: called from a coroutine, it runs in that
+ * coroutine, as `await fetch_data(...)` does in Python. Like fut_await, it
+ * returns its value (the url: Python returns a dict, but the url is all
+ * main reads of it) and sets *err to 0 or why it failed. */
+static const char *fetch_data(const char *url, double delay, int *err)
 {
-    (void)value; /* a sleep resolves with NULL */
-    return url;  /* Python returns a dict; the url is all main reads of it */
-}
-
-/* async def fetch_data(url, delay):
- *     print(f"  Fetching {url}..."); await asyncio.sleep(delay); return url */
-static fut_future *fetch_data(const char *url, double delay)
-{
-    fut_future *nap, *f;
+    fut_future *nap;
     printf("  Fetching %s...\n", url);
-    if ((nap = fut_sleep(rt, delay)) == NULL)
+    if ((nap = fut_sleep(NULL, delay)) == NULL) {
+        *err = errno;
         return NULL;
-    f = fut_then(nap, return_url, (void *)url);
-    fut_release(nap); /* the continuation keeps its own reference */
-    return f;
+    }
+    fut_await(nap, err); /* await asyncio.sleep(delay): simulate network latency */
+    fut_release(nap);
+    return *err ? NULL : url;
 }
 
-/* The sequential half of main(), cut at its awaits. */
-struct sequential {
-    fut_promise *done; /* settled when the half is over; main waits for it */
-    const char *r1;    /* r1 = await fetch_data("api/users", 0.5) */
+/* fetch_data as a task of its own, for gather (asyncio.gather wraps each
+ * coroutine it gets in a task): a failure rejects the task's future. */
+struct request {
+    const char *url;
+    double delay;
 };
 
-/* except: a failure anywhere along the chain ends it, with that error. */
-static void *fail(int code, const char *message, void *arg)
+static void *fetch_task(void *arg)
 {
-    struct sequential *s = arg; /* EALREADY below: it settled already */
-    (void)fut_promise_reject(s->done, code, "%s", message);
-    return NULL;
-}
-
-/* step(value) once f resolves, fail() if anything fails; takes f over. */
-static int then_or_fail(fut_future *f, fut_then_fn step, struct sequential *s)
-{
-    fut_future *next = f ? fut_then(f, step, s) : NULL; /* f NULL: errno says why */
-    fut_future *guarded = next ? fut_catch(next, fail, s) : NULL;
-    int err = guarded ? 0 : errno;
-    if (next != NULL && guarded == NULL)
-        (void)fut_cancel(next); /* unguarded: do not run the step at all */
-    fut_release(guarded);
-    fut_release(next); /* the chain keeps what it needs */
-    fut_release(f);
-    return err;
-}
-
-/* r2 = await fetch_data("api/posts", 0.5); print(...) */
-static void *got_posts(void *url, void *arg)
-{
-    struct sequential *s = arg;
-    printf("  Got: %s, %s\n", s->r1, (const char *)url);
-    if (fut_promise_resolve(s->done, NULL) != 0) /* EALREADY */
-        return fut_raise(EALREADY, "the promise had settled already");
-    return NULL;
-}
-
-/* r1 = await fetch_data("api/users", 0.5); then the next fetch starts. */
-static void *got_users(void *url, void *arg)
-{
-    struct sequential *s = arg;
+    const struct request *req = arg;
     int err;
-    s->r1 = url;
-    if ((err = then_or_fail(fetch_data("api/posts", 0.5), got_posts, s)) != 0)
-        return fut_raise(err, "fetching api/posts: %s", strerror(err));
-    return NULL;
+    const char *url = fetch_data(req->url, req->delay, &err);
+    return err ? fut_raise(err, "fetching %s: %s", req->url, strerror(err)) : (void *)url;
 }
 
-/* Block until f settles; 0 if it resolved, else say why and return 1. */
-static int wait_ok(fut_future *f, const char *what)
+/* async def main() */
+static void *async_main(void *arg)
 {
-    int err = fut_wait(f, TIMEOUT);
-    return err ? failed(what, strerror(err)) : fut_error(f) ? failed(what, fut_message(f)) : 0;
-}
-
-static int sequential(struct sequential *s)
-{
-    fut_future *done = fut_promise_future(s->done);
-    int err, rc;
-    printf("Sequential:\n");
-    if (done == NULL)
-        rc = failed("fut_promise_future", strerror(errno));
-    else if ((err = then_or_fail(fetch_data("api/users", 0.5), got_users, s)) != 0)
-        rc = failed("fetching api/users", strerror(err));
-    else
-        rc = wait_ok(done, "the sequential fetches"); /* got_posts printed */
-    fut_release(done);
-    return rc;
-}
-
-static int concurrent(void)
-{
+    static const struct request reqs[3] = {
+        { "api/users", 0.5 }, { "api/posts", 0.3 }, { "api/comments", 0.4 }
+    };
     fut_future *fs[3] = { NULL }, *all = NULL;
-    int i, rc = 1;
+    const char *r1, *r2, **r;
+    int i, err;
+    (void)arg;
+
+    /* Sequential: waits for each before starting the next. */
+    printf("Sequential:\n");
+    r1 = fetch_data("api/users", 0.5, &err);
+    if (err == 0)
+        r2 = fetch_data("api/posts", 0.5, &err);
+    if (err != 0)
+        return failed(err, "a sequential fetch", strerror(err));
+    printf("  Got: %s, %s\n", r1, r2);
+
+    /* Concurrent with gather: runs all three at the same time.
+     * r1, r2, r3 = await asyncio.gather(fetch_data("api/users", 0.5), ...) */
     printf("Concurrent:\n");
-    /* r1, r2, r3 = await asyncio.gather(fetch_data(...), ...) */
-    if ((fs[0] = fetch_data("api/users", 0.5)) == NULL ||
-        (fs[1] = fetch_data("api/posts", 0.3)) == NULL ||
-        (fs[2] = fetch_data("api/comments", 0.4)) == NULL)
-        rc = failed("fetch_data", strerror(errno));
-    else if ((all = fut_gather(rt, fs, 3, 0)) == NULL)
-        rc = failed("fut_gather", strerror(errno));
-    else if ((rc = wait_ok(all, "the concurrent fetches")) == 0) {
-        void **r = fut_value(all); /* the values in input order, owned by `all` */
-        printf("  Got: %s, %s, %s\n", (const char *)r[0], (const char *)r[1],
-               (const char *)r[2]);
+    for (i = 0; i < 3; i++)
+        if ((fs[i] = fut_async(NULL, fetch_task, (void *)&reqs[i])) == NULL) {
+            failed(errno, "fut_async", strerror(errno));
+            goto out;
+        }
+    if ((all = fut_gather(NULL, fs, 3, 0)) == NULL) {
+        failed(errno, "fut_gather", strerror(errno));
+        goto out;
     }
-    fut_release(all);
+    r = fut_await(all, &err); /* the values in input order, owned by `all` */
+    if (err != 0) {
+        failed(err, "the concurrent fetches", fut_message(all));
+        goto out;
+    }
+    printf("  Got: %s, %s, %s\n", r[0], r[1], r[2]);
+out:
+    fut_release(all); /* NULL is a no-op */
     for (i = 0; i < 3; i++)
         fut_release(fs[i]);
-    return rc;
+    return NULL; /* after a failed(), the raise decides: main() fails */
 }
 
 int main(void)
 {
-    struct sequential s = { NULL, NULL };
-    int rc, err;
-    if ((rt = fut_runtime_new(NULL)) == NULL)
-        return failed("fut_runtime_new", strerror(errno));
-    if ((s.done = fut_promise_new(rt)) == NULL)
-        rc = failed("fut_promise_new", strerror(errno));
-    else if ((rc = sequential(&s)) == 0)
-        rc = concurrent();
-    if ((err = fut_runtime_free(rt)) != 0)
-        rc = failed("fut_runtime_free", strerror(err));
-    fut_promise_free(s.done); /* only now: no continuation can be settling it */
-    return rc;
+    /* asyncio.run(main()): NULL is the default runtime, made on first use. */
+    int err = fut_run(NULL, async_main, NULL, NULL);
+    if (err != 0) {
+        fprintf(stderr, "fetch_data: main() failed: %s\n", strerror(err));
+        return 1;
+    }
+    return 0;
 }

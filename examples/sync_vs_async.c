@@ -2,10 +2,9 @@
  * (3 s), then the same three at once (1 s).
  * cc sync_vs_async.c $(pkg-config --cflags --libs futures)
  *
- * Python:  results = await asyncio.gather(async_task("A", 1), ...)
- * Here:    no await yet, so each task is a fut_sleep continued with
- *          fut_then (the code after the await), the three are combined
- *          with fut_gather, and main blocks in fut_wait for the gather. */
+ * Await style: coroutines (fut_async, fut_await, fut_run) that read like
+ * the Python lesson line by line. fetch_data_callbacks.c shows the
+ * callback style (fut_then, fut_catch); docs/TUTORIAL.md compares them. */
 #define _POSIX_C_SOURCE 200809L /* nanosleep, clock_gettime */
 
 #include <futures.h>
@@ -17,17 +16,19 @@
 
 enum { N_TASKS = 3 };
 
-static double now(void)
+static double now(void) /* time.perf_counter() */
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t); /* cannot fail for this clock */
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static int failed(const char *what, int err)
+/* In main's coroutine: say why on stderr, then fail it with code (fut_run
+ * returns the code only, not the message). */
+static void *failed(int code, const char *what, const char *why)
 {
-    fprintf(stderr, "sync_vs_async: %s failed: %s\n", what, strerror(err));
-    return 1;
+    fprintf(stderr, "sync_vs_async: %s failed: %s\n", what, why);
+    return fut_raise(code, "%s: %s", what, why);
 }
 
 /* def sync_task(name, delay): time.sleep(delay); return f"{name} done"
@@ -40,89 +41,81 @@ static void sync_task(const char *name, double delay, char *result, size_t size)
     snprintf(result, size, "%s done", name);
 }
 
-/* One async_task: its name, and room for the string it returns. */
-struct task {
+/* The arguments of one async_task, and room for the string it returns
+ * (static: a task may outlive main's coroutine if that one fails). */
+static struct task {
     const char *name;
+    double delay;
     char result[16];
-};
+} tasks[N_TASKS] = { { "A", 1.0, "" }, { "B", 1.0, "" }, { "C", 1.0, "" } };
 
-/* The rest of async_task after `await asyncio.sleep(delay)`: runs on the
- * dispatcher thread once the sleep is over. Its return value resolves the
- * future that fut_then made. */
-static void *task_done(void *value, void *arg)
+/* async def async_task(name, delay):
+ *     await asyncio.sleep(delay)   # non-blocking wait
+ *     return f"{name} done" */
+static void *async_task(void *arg)
 {
     struct task *t = arg;
-    (void)value; /* a sleep resolves with NULL */
+    fut_future *nap;
+    int err;
+    if ((nap = fut_sleep(NULL, t->delay)) == NULL) /* raise: main says why */
+        return fut_raise(errno, "%s: fut_sleep: %s", t->name, strerror(errno));
+    fut_await(nap, &err); /* only this coroutine waits: a timer, no thread */
+    fut_release(nap);
+    if (err != 0)
+        return fut_raise(err, "%s: await asyncio.sleep: %s", t->name, strerror(err));
     snprintf(t->result, sizeof t->result, "%s done", t->name);
     return t->result;
 }
 
-/* async def async_task(name, delay): await asyncio.sleep(delay); return ... */
-static fut_future *async_task(fut_runtime *rt, struct task *t, double delay)
-{
-    fut_future *nap = fut_sleep(rt, delay), *f;
-    if (nap == NULL)
-        return NULL;
-    f = fut_then(nap, task_done, t);
-    fut_release(nap); /* the continuation keeps its own reference */
-    return f;
-}
-
-static int run(fut_runtime *rt, struct task *tasks)
+/* async def main() */
+static void *async_main(void *arg)
 {
     fut_future *fs[N_TASKS] = { NULL }, *all = NULL;
-    char r[N_TASKS][16];
     void **results;
-    double start;
-    int i, err, rc = 1;
-
-    /* Synchronous: 1 + 1 + 1 seconds. */
-    start = now();
+    double start = now();
+    int i, err;
+    (void)arg;
+    /* results = await asyncio.gather(async_task("A", 1), async_task("B", 1), ...) */
     for (i = 0; i < N_TASKS; i++)
-        sync_task(tasks[i].name, 1.0, r[i], sizeof r[i]);
-    printf("Sync:  %.2fs\n", now() - start);
-
-    /* Asynchronous: three timers on the dispatcher at once; no thread sleeps. */
-    start = now();
-    for (i = 0; i < N_TASKS; i++)
-        if ((fs[i] = async_task(rt, &tasks[i], 1.0)) == NULL) {
-            rc = failed("async_task", errno);
+        if ((fs[i] = fut_async(NULL, async_task, &tasks[i])) == NULL) {
+            failed(errno, "fut_async", strerror(errno));
             goto out;
         }
-    if ((all = fut_gather(rt, fs, N_TASKS, 0)) == NULL) { /* asyncio.gather */
-        rc = failed("fut_gather", errno);
+    if ((all = fut_gather(NULL, fs, N_TASKS, 0)) == NULL) {
+        failed(errno, "fut_gather", strerror(errno));
         goto out;
     }
-    if ((err = fut_wait(all, 10.0)) != 0) { /* block until done (10 s: a hang) */
-        rc = failed("fut_wait", err);
-        goto out;
-    }
-    if ((err = fut_error(all)) != 0) {
-        fprintf(stderr, "sync_vs_async: the gather failed: %s\n", fut_message(all));
+    results = fut_await(all, &err);
+    if (err != 0) {
+        failed(err, "the gather", fut_message(all));
         goto out;
     }
     printf("Async: %.2fs\n", now() - start);
-    results = fut_value(all); /* the values in input order, owned by `all` */
-    for (i = 0; i < N_TASKS; i++)
+    for (i = 0; i < N_TASKS; i++) /* print(results) */
         printf("%s\n", (const char *)results[i]);
-    rc = 0;
 out:
-    fut_release(all);
+    fut_release(all); /* NULL is a no-op */
     for (i = 0; i < N_TASKS; i++)
-        fut_release(fs[i]); /* NULL is a no-op */
-    return rc;
+        fut_release(fs[i]);
+    return NULL; /* after a failed(), the raise decides: main() fails */
 }
 
 int main(void)
 {
-    /* Continuations write into these: they live until the runtime is freed. */
-    struct task tasks[N_TASKS] = { { "A", "" }, { "B", "" }, { "C", "" } };
-    fut_runtime *rt = fut_runtime_new(NULL); /* the event loop: a dispatcher and a pool */
-    int rc, err;
-    if (rt == NULL)
-        return failed("fut_runtime_new", errno);
-    rc = run(rt, tasks);
-    if ((err = fut_runtime_free(rt)) != 0)
-        rc = failed("fut_runtime_free", err);
-    return rc;
+    char r[N_TASKS][16];
+    double start = now();
+    int i, err;
+
+    /* Synchronous: 1 + 1 + 1 seconds. */
+    for (i = 0; i < N_TASKS; i++)
+        sync_task(tasks[i].name, tasks[i].delay, r[i], sizeof r[i]);
+    printf("Sync:  %.2fs\n", now() - start);
+
+    /* Asynchronous: about 1 second, all three at once.
+     * asyncio.run(main()): NULL is the default runtime, made on first use. */
+    if ((err = fut_run(NULL, async_main, NULL, NULL)) != 0) {
+        fprintf(stderr, "sync_vs_async: main() failed: %s\n", strerror(err));
+        return 1;
+    }
+    return 0;
 }

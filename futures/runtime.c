@@ -173,8 +173,15 @@ static void run_queue(fut_runtime *rt)
             fut__future_task(entry_future(t));
         else
             t->run(t);
-        if (t == last) /* compared, not read: t may be freed */
-            break;
+        if (t == last) { /* compared, not read: t may be freed */
+            /* End of the round. With nothing in the inbox and no timer
+             * armed, the next round may start here: a yielding coroutine
+             * goes round without the dispatcher loop's atomic exchange. */
+            if (atomic_load_explicit(&rt->inbox, memory_order_relaxed) != NULL ||
+                rt->wheel.count != 0)
+                break;
+            last = rt->run_tail;
+        }
     }
 }
 

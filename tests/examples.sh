@@ -7,7 +7,7 @@
 #   EXAMPLES      the examples to run (default: all of them)
 bin=${EXAMPLES_BIN:-${top_builddir:-.}/examples}
 srcdir=${top_srcdir:-.}
-examples=${EXAMPLES:-pool_demo sync_vs_async fetch_data errors replace_blocking}
+examples=${EXAMPLES:-pool_demo sync_vs_async fetch_data fetch_data_callbacks errors replace_blocking}
 
 err_file=$(mktemp "${TMPDIR:-/tmp}/examples-err.XXXXXX") || exit 1
 trap 'rm -f "$err_file"' EXIT
@@ -101,9 +101,10 @@ for example in $examples; do
         within "Sync" "$(printf '%s\n' "$out" | sed -n 's/^Sync:  \(.*\)s$/\1/p')" 2.95 3.30
         within "Async" "$(printf '%s\n' "$out" | sed -n 's/^Async: \(.*\)s$/\1/p')" 0.95 1.30
         ;;
-    fetch_data)
+    fetch_data | fetch_data_callbacks)
+        # The same program in the await style and in the callback style.
         t0=$(now_ms)
-        run fetch_data "$bin/fetch_data" || continue
+        run "$example" "$bin/$example" || continue
         t1=$(now_ms)
         no_stderr
         lines 'Sequential:' \

@@ -240,7 +240,13 @@ END_TEST
  * Many alive at once: each awaits a sleep and a pool job
  * ---------------------------------------------------------------------- */
 
+/* ThreadSanitizer gives every coroutine (a TSan fiber) about 160 KiB of
+ * its own state: 100,000 of them do not fit there. */
+#if TU_TSAN
+#define NMANY_MAX 4000
+#else
 #define NMANY_MAX 100000
+#endif
 
 static void *times3(void *arg)
 {
@@ -291,7 +297,7 @@ START_TEST(test_many_alive)
     void **vals;
     int err;
 
-    if (n < NMANY_MAX)
+    if (n < NMANY_MAX && !TU_TSAN)
         fprintf(stderr, "test_many_alive: vm.max_map_count allows %ld coroutines at once, not %d "
                         "(tools/check-all.sh raises it when run as root)\n", n, NMANY_MAX);
     TU_REQUIRE(fs != NULL, "malloc");
@@ -472,6 +478,21 @@ static void *spin_yield(void *arg)
     return TU_PTR(n);
 }
 
+static void *start_and_cancel(void *arg)
+{
+    fut_future *f = fut_async(g_rt, sleeper, NULL);
+    int err = 0;
+
+    (void)arg;
+    TU_WCHECK(f != NULL && fut_cancel(f) == 0);
+    for (int i = 0; i < 3; i++)
+        TU_WCHECK(fut_yield() == 0); /* its start comes and goes */
+    TU_WCHECK(fut_state(f) == FUT_CANCELLED);
+    TU_WCHECK(fut_await(f, &err) == NULL && err == ECANCELED);
+    fut_release(f);
+    return NULL;
+}
+
 START_TEST(test_cancel)
 {
     fut_future *f;
@@ -479,20 +500,11 @@ START_TEST(test_cancel)
     int err;
 
     g_rt = tu_rt_new(2);
-    /* Before it starts: from the dispatcher's point of view it is queued
-     * behind a continuation that cancels it. */
+    /* Before it starts: made and cancelled by a coroutine, so it is still
+     * queued behind it; it never runs. */
     atomic_store(&ran, 0);
-    f = fut_async(g_rt, sleeper, NULL);
-    ck_assert_int_eq(fut_cancel(f), 0); /* it may or may not have started */
-    TU_SETTLE(f);
-    ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
-    ck_assert_ptr_null(fut_await(f, &err));
-    ck_assert_int_eq(err, ECANCELED);
-    TU_POLL(ok, atomic_load(&ran) == 0 || atomic_load(&ran) == 11, TU_WAIT_MS);
-    ck_assert_msg(ok, "ran %d", atomic_load(&ran));
-    if (atomic_load(&ran) == 11)
-        fut_release(long_sleep);
-    fut_release(f);
+    ck_assert_int_eq(fut_run(g_rt, start_and_cancel, NULL, NULL), 0);
+    ck_assert_int_eq(atomic_load(&ran), 0);
 
     /* While suspended in an await: the await returns ECANCELED, the
      * awaited sleep is cancelled, the coroutine goes on and ends. */
@@ -627,8 +639,9 @@ START_TEST(test_stack_reuse)
         fut_release(f);
     }
     after = count_maps();
-    /* One at a time: the same stack comes back every time. */
-    TU_REQUIRE(after - before <= 8, "maps grew from %ld to %ld over 20,000 coroutines", before,
+    /* One at a time: the same stack comes back every time (a leak would
+     * add two mappings a coroutine; the sanitizers map a few of their own). */
+    TU_REQUIRE(after - before <= 100, "maps grew from %ld to %ld over 20,000 coroutines", before,
                after);
     ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, 65536), EBUSY);
     TU_ASSERT_NO_WFAIL();

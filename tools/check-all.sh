@@ -12,7 +12,9 @@
 #   4. make install (release) into a temporary prefix; build every
 #      examples/*.c against it with pkg-config alone (pool_demo.c also
 #      static), and run them (all but the 4 s sync_vs_async);
-#   5. make distcheck (release).
+#   5. make distcheck (release);
+#   6. the coroutine context switch cross-built for aarch64 and run under
+#      qemu-user (installs the cross tools).
 # Run from anywhere: bash tools/check-all.sh. JOBS=N overrides make -jN.
 set -euo pipefail
 
@@ -147,7 +149,7 @@ done
 LD_LIBRARY_PATH="$prefix/lib" ldd "$out/pool_demo" | grep libfutures
 # sync_vs_async sleeps 4 s; each build of step 3 ran it already.
 LD_LIBRARY_PATH="$prefix/lib" EXAMPLES_BIN="$out" \
-    EXAMPLES="pool_demo fetch_data errors replace_blocking" sh tests/examples.sh
+    EXAMPLES="pool_demo fetch_data fetch_data_callbacks errors replace_blocking" sh tests/examples.sh
 # shellcheck disable=SC2046
 cc -static -o "$out/pool_demo_static" examples/pool_demo.c $(pkg-config --static --cflags --libs futures)
 EXAMPLES=pool_demo POOL_DEMO="$out/pool_demo_static" sh tests/examples.sh
@@ -157,6 +159,30 @@ done_step "install"
 step "5. make distcheck"
 make -C build/release -j"$jobs" distcheck
 done_step "distcheck"
+
+# ---- 6. aarch64 ------------------------------------------------------------------------
+# The coroutine context layer (both switches: ctx_aarch64.S and ucontext)
+# cross-built with Debian's aarch64 compiler and run under qemu-user.
+step "6. aarch64: the context switch under qemu-user"
+cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+missing=
+for p in $cross; do
+    case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
+        *" installed") ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    # apt-get update ran in step 1 if anything was missing then; else now.
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
+    # shellcheck disable=SC2086
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >/dev/null
+fi
+sh tools/test-aarch64.sh
+done_step "aarch64"
 
 echo
 echo "==== all checks passed in $(( $(date +%s) - t_all )) s ===="
