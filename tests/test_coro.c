@@ -497,7 +497,6 @@ START_TEST(test_cancel)
 {
     fut_future *f;
     bool ok;
-    int err;
 
     g_rt = tu_rt_new(2);
     /* Before it starts: made and cancelled by a coroutine, so it is still
