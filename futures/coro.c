@@ -136,12 +136,15 @@ static inline __attribute__((always_inline)) void resume(fut_runtime *rt, struct
     struct fut__coro_rt *cr = rt->coro;
     struct fut__raised saved = fut__raised;
     fut_future *saved_work = fut__current_work;
+    uint64_t start = rt->slow_ns ? fut__now_ns() : 0;
 
     cr->running = co;
     fut__ctx_switch(&cr->main, &co->ctx);
     cr->running = NULL;
     fut__raised = saved;
     fut__current_work = saved_work;
+    if (start != 0) /* debug mode: one step, from a resume to the next switch out */
+        fut__debug_slow(rt, "a coroutine", (void (*)(void))co->fn, start);
     if (co->finished) {
         fut__ctx_destroy(&co->ctx);
         fut__stack_put(&cr->stacks, co->stack);

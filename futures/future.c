@@ -425,7 +425,7 @@ static void run_dependent(struct fut__task *node)
         }
         r = fut__call_end(outer);
         if (start != 0)
-            fut__debug_slow(d->rt, d->u.cont.fn, start);
+            fut__debug_slow(d->rt, "a continuation", d->u.cont.fn, start);
         if (kind == K_FINALLY && r.code == 0)
             fut__adopt(d, src);
         else

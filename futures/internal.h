@@ -249,7 +249,8 @@ void fut__schedule(fut_runtime *rt, struct fut__task *task);
 /* Queue f's own task (f->link, a tagged entry): fut__future_task(f). */
 void fut__schedule_future(fut_runtime *rt, struct fut_future *f);
 void fut__runtime_unref(fut_runtime *rt);
-/* Debug mode: report fn if it held the dispatcher since start_ns for too long. */
-void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns);
+/* Debug mode: report fn if it held the dispatcher since start_ns for too
+ * long; what: "a continuation", "a coroutine". */
+void fut__debug_slow(fut_runtime *rt, const char *what, void (*fn)(void), uint64_t start_ns);
 
 #endif

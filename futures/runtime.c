@@ -336,7 +336,7 @@ static uint64_t timer_spin_max_ns(void)
     return 250000u;
 }
 
-void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns)
+void fut__debug_slow(fut_runtime *rt, const char *what, void (*fn)(void), uint64_t start_ns)
 {
     uint64_t took = fut__now_ns() - start_ns;
     Dl_info info;
@@ -352,9 +352,9 @@ void fut__debug_slow(fut_runtime *rt, void (*fn)(void), uint64_t start_ns)
             file = info.dli_fname;
     }
     fprintf(stderr,
-            "libfutures: debug: a continuation held the dispatcher for %.1f ms (threshold %.1f ms):"
+            "libfutures: debug: %s held the dispatcher for %.1f ms (threshold %.1f ms):"
             " %s (%p in %s)\n",
-            (double)took / 1e6, (double)rt->slow_ns / 1e6, name, (void *)(uintptr_t)fn, file);
+            what, (double)took / 1e6, (double)rt->slow_ns / 1e6, name, (void *)(uintptr_t)fn, file);
 }
 
 fut_runtime *fut_runtime_new(const fut_pool_options *opts)

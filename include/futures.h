@@ -440,9 +440,9 @@ FUT_EXPORT int fut_cancel(fut_future *f);
  * it awaits or yields.
  *
  * Debugging: `bt` in gdb shows the running coroutine's stack down to the
- * frame where it started (futures/coro_ctx.h says how to see a suspended
- * one's). ASan and TSan builds of the library tell the sanitizers about
- * every switch.
+ * frame where it started; docs/TUTORIAL.md ("Debugging") has a gdb
+ * command that prints every suspended coroutine's backtrace. ASan and
+ * TSan builds of the library tell the sanitizers about every switch.
  */
 
 /* Start fn(arg) as a coroutine on rt's dispatcher (NULL: the default
@@ -494,8 +494,9 @@ FUT_EXPORT int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes);
 /* ---- debug mode ----
  *
  * Set FUT_DEBUG=1 in the environment (read when a runtime is created) and
- * every continuation that holds the dispatcher for 100 ms or more is
- * reported on stderr with its function's name (from the dynamic symbol
+ * every continuation, and every step of a coroutine (from a resume to its
+ * next await, yield or return), that holds the dispatcher for 100 ms or
+ * more is reported on stderr with its function's name (from the dynamic symbol
  * table: static functions show as an address and their binary, so link
  * with -rdynamic to see them named), as asyncio's debug mode does.
  * FUT_DEBUG_SLOW_MS=N sets another threshold. */

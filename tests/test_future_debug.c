@@ -1,4 +1,4 @@
-/* test_future_debug.c - what libfutures prints for the user: the debug mode's slow-continuation warning (FUT_DEBUG, FUT_DEBUG_SLOW_MS) and the default report of a rejected future nobody read. */
+/* test_future_debug.c - what libfutures prints for the user: the debug mode's slow-continuation and slow-coroutine-step warnings (FUT_DEBUG, FUT_DEBUG_SLOW_MS) and the default report of a rejected future nobody read. */
 #include "testutil.h"
 
 #include <fcntl.h>
@@ -67,6 +67,41 @@ START_TEST(test_slow_continuation_named)
     capture_stderr(run_one_continuation, out, sizeof out);
     ck_assert_msg(strstr(out, "held the dispatcher") != NULL, "no warning in: %s", out);
     ck_assert_msg(strstr(out, "test_debug_slow_step") != NULL, "not named in: %s", out);
+}
+END_TEST
+
+/* A coroutine whose step between two awaits blocks for 40 ms. */
+void *test_debug_slow_coroutine(void *arg);
+void *test_debug_slow_coroutine(void *arg)
+{
+    fut_future *s = fut_sleep(NULL, 0);
+    int err;
+    (void)arg;
+    fut_await(s, &err); /* a quick step first */
+    fut_release(s);
+    usleep(40000);      /* then a slow one */
+    return NULL;
+}
+
+static void run_one_coroutine(void)
+{
+    fut_runtime *rt = fut_runtime_new(NULL);
+
+    ck_assert_ptr_nonnull(rt);
+    ck_assert_int_eq(fut_run(rt, test_debug_slow_coroutine, NULL, NULL), 0);
+    ck_assert_int_eq(fut_runtime_free(rt), 0);
+}
+
+START_TEST(test_slow_coroutine_named)
+{
+    char out[2048];
+
+    setenv("FUT_DEBUG_SLOW_MS", "10", 1);
+    capture_stderr(run_one_coroutine, out, sizeof out);
+    ck_assert_msg(strstr(out, "a coroutine held the dispatcher") != NULL, "no warning in: %s", out);
+    ck_assert_msg(strstr(out, "test_debug_slow_coroutine") != NULL, "not named in: %s", out);
+    /* Only the slow step: one line. */
+    ck_assert_msg(strchr(out, '\n') == strrchr(out, '\n'), "more than one warning: %s", out);
 }
 END_TEST
 
@@ -157,6 +192,7 @@ static Suite *future_debug_suite(void)
     TCase *tc = tu_tcase(s, "debug", 30);
 
     tcase_add_test(tc, test_slow_continuation_named);
+    tcase_add_test(tc, test_slow_coroutine_named);
     tcase_add_test(tc, test_quick_continuation_silent);
     tcase_add_test(tc, test_debug_off_by_default);
     tcase_add_test(tc, test_debug_on_threshold_100ms);
