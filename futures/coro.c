@@ -366,14 +366,21 @@ void *fut_await(fut_future *f, int *err)
         *err = EINVAL;
         return NULL;
     }
-    s = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    /* Settled: the same answer everywhere, and no switch (a cancel of the
+     * running coroutine can only have come while it was suspended, and
+     * that suspension's await or yield took it). */
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (fut__likely((s & ST_MASK) == FUT_RESOLVED)) {
+        *err = 0;
+        return f->value;
+    }
+    if ((s & ST_MASK) != FUT_PENDING && (s & ST_MASK) != ST_SETTLING)
+        return outcome(f, err);
     co = current();
     if (co == NULL) {
         /* Not in a coroutine: block this thread; not a dispatcher (a
          * continuation there would stop its runtime); a pool worker helps
          * its pool while it waits (fut_wait). */
-        if (s != FUT_PENDING && s != ST_SETTLING)
-            return outcome(f, err);
         if (fut__dispatcher_rt != NULL) {
             *err = EDEADLK;
             return NULL;
@@ -390,8 +397,6 @@ void *fut_await(fut_future *f, int *err)
         *err = ECANCELED;
         return NULL;
     }
-    if (s != FUT_PENDING && s != ST_SETTLING)
-        return outcome(f, err); /* settled: no switch */
     if (f == co->f) { /* itself: it would wait forever */
         *err = EDEADLK;
         return NULL;
