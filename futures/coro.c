@@ -50,39 +50,12 @@
 #include "config.h"
 #endif
 
-#include "futures/coro_ctx.h"
-#include "futures/internal.h"
+#include "futures/coro.h"
 #include "pool/alloc.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct fut__coro {
-    struct fut__ctx ctx;         /* its context, valid while started and not finished */
-    struct fut__stack *stack;    /* its stack, while started and not finished */
-    fut_future *f;               /* its future (the coroutine's reference until it returns) */
-    fut_work_fn fn;              /* what it runs */
-    void *arg;
-    struct fut__task run_task;   /* dispatcher: start it, or resume it */
-    struct fut__task wnode;      /* our node in the awaited future's dependents */
-    struct fut__task cancel_task; /* dispatcher: deliver a cancel (queued from any thread) */
-    fut_future *awaiting;        /* the future a pending await waits for, else NULL */
-    struct fut__coro *next, *prev; /* the runtime's live coroutines */
-    unsigned char started;       /* its context exists */
-    unsigned char finished;      /* it returned (or never started) */
-    unsigned char cancel;        /* a cancel came: the next await or yield returns ECANCELED */
-};
-
-/* The coroutine state of a runtime: dispatcher only. */
-struct fut__coro_rt {
-    struct fut__ctx main;        /* the dispatcher's own context */
-    struct fut__coro *running;   /* the coroutine running now, else NULL */
-    struct fut__coro *live;      /* started or queued, not finished */
-    uint64_t nlive;
-    struct fut__stack_cache stacks;
-    int cancelled_all;           /* shutdown cancelled every live coroutine */
-};
 
 /* The running coroutine of the calling thread, if it is a dispatcher
  * running one. */
@@ -128,29 +101,12 @@ uint64_t fut__coro_live(fut_runtime *rt)
 
 /* ---- switching ---- */
 
-/* Run co until it awaits, yields or returns (dispatcher's context).
- * Inlined into its callers: one return fewer for the CPU to mispredict
- * after each switch back. */
-static inline __attribute__((always_inline)) void resume(fut_runtime *rt, struct fut__coro *co)
+void fut__coro_finished(fut_runtime *rt, struct fut__coro *co)
 {
-    struct fut__coro_rt *cr = rt->coro;
-    struct fut__raised saved = fut__raised;
-    fut_future *saved_work = fut__current_work;
-    uint64_t start = rt->slow_ns ? fut__now_ns() : 0;
-
-    cr->running = co;
-    fut__ctx_switch(&cr->main, &co->ctx);
-    cr->running = NULL;
-    fut__raised = saved;
-    fut__current_work = saved_work;
-    if (start != 0) /* debug mode: one step, from a resume to the next switch out */
-        fut__debug_slow(rt, "a coroutine", (void (*)(void))co->fn, start);
-    if (co->finished) {
-        fut__ctx_destroy(&co->ctx);
-        fut__stack_put(&cr->stacks, co->stack);
-        co->stack = NULL;
-        fut_release(co->f); /* the coroutine's own reference */
-    }
+    fut__ctx_destroy(&co->ctx);
+    fut__stack_put(&rt->coro->stacks, co->stack);
+    co->stack = NULL;
+    fut_release(co->f); /* the coroutine's own reference */
 }
 
 /* Switch from the running coroutine back to the dispatcher's context;
@@ -197,13 +153,6 @@ static void entry(void *arg)
 
 /* ---- tasks ---- */
 
-static void resume_task(struct fut__task *t)
-{
-    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, run_task));
-
-    resume(co->f->rt, co);
-}
-
 static void start_task(struct fut__task *t)
 {
     struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, run_task));
@@ -245,14 +194,13 @@ static void start_task(struct fut__task *t)
         fut_release(co->f);
         return;
     }
-    co->started = 1;
+    co->started = 1; /* from now on run_task is queued as a resume (fut__schedule_coro) */
     co->next = cr->live;
     if (cr->live != NULL)
         cr->live->prev = co;
     cr->live = co;
     cr->nlive++;
-    co->run_task.run = resume_task;
-    resume(rt, co);
+    fut__coro_resume(rt, co);
 }
 
 /* The awaited future settled (on its own runtime's dispatcher). */
@@ -260,7 +208,20 @@ static void await_fired(struct fut__task *t)
 {
     struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, wnode));
 
-    fut__schedule(co->f->rt, &co->run_task);
+    fut_runtime *rt = co->f->rt;
+    fut_future *f;
+
+    if (fut__dispatcher_rt == rt) { /* our own dispatcher: a local queue */
+        fut__schedule_coro(rt, &co->run_task);
+        return;
+    }
+    /* Another runtime's dispatcher: once the resume is in our inbox, the
+     * coroutine may run to its end and our runtime be freed while the
+     * push still looks at it (to wake our dispatcher). Our own reference
+     * on the coroutine's future keeps the runtime alive until then. */
+    f = fut_retain(co->f);
+    fut__schedule_coro(rt, &co->run_task);
+    fut_release(f);
 }
 
 static void cancel_task(struct fut__task *t)
@@ -430,7 +391,7 @@ int fut_yield(void)
         return EPERM;
     rt = co->f->rt;
     if (!co->cancel && !atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-        fut__schedule(rt, &co->run_task); /* behind everything queued now */
+        fut__schedule_coro(rt, &co->run_task); /* behind everything queued now */
         suspend(rt, co);
     }
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {

@@ -248,6 +248,9 @@ fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if i
 void fut__schedule(fut_runtime *rt, struct fut__task *task);
 /* Queue f's own task (f->link, a tagged entry): fut__future_task(f). */
 void fut__schedule_future(fut_runtime *rt, struct fut_future *f);
+/* Queue the resume of the coroutine whose run_task this is (a tagged
+ * entry: run_queue resumes it inline). */
+void fut__schedule_coro(fut_runtime *rt, struct fut__task *run_task);
 void fut__runtime_unref(fut_runtime *rt);
 /* Debug mode: report fn if it held the dispatcher since start_ns for too
  * long; what: "a continuation", "a coroutine". */

@@ -41,7 +41,7 @@
 #include "config.h"
 #endif
 
-#include "futures/internal.h"
+#include "futures/coro.h"
 #include "pool/alloc.h"
 #include "pool/pool_internal.h"
 
@@ -61,11 +61,24 @@ _Thread_local fut_runtime *fut__dispatcher_rt;
 
 /* Queue entries: a generic task (run through its function), or a
  * future's own task, entered as the future's address with bit 0 set
- * (run by fut__future_task; linked through f->link). Tagging the entry
- * rather than storing a function in every future saves 8 bytes a future. */
+ * (run by fut__future_task; linked through f->link), or a coroutine's
+ * resume, its run_task's address with bit 1 set (resumed inline by
+ * run_queue). Tagging the entry rather than storing a function in every
+ * future saves 8 bytes a future; resuming inline saves a mispredicted
+ * return after every switch back. */
 static inline int is_future(const struct fut__task *e)
 {
     return ((uintptr_t)e & 1u) != 0;
+}
+
+static inline int is_coro(const struct fut__task *e)
+{
+    return ((uintptr_t)e & 2u) != 0;
+}
+
+static inline struct fut__coro *entry_coro(struct fut__task *e)
+{
+    return (struct fut__coro *)((char *)((uintptr_t)e - 2u) - offsetof(struct fut__coro, run_task));
 }
 
 static inline struct fut_future *entry_future(struct fut__task *e)
@@ -75,7 +88,9 @@ static inline struct fut_future *entry_future(struct fut__task *e)
 
 static inline struct fut__task **next_of(struct fut__task *e)
 {
-    return is_future(e) ? &entry_future(e)->link : &e->next;
+    if (is_future(e))
+        return &entry_future(e)->link;
+    return &((struct fut__task *)((uintptr_t)e & ~(uintptr_t)3))->next;
 }
 
 static void run_queue(fut_runtime *rt);
@@ -138,6 +153,11 @@ void fut__schedule_future(fut_runtime *rt, struct fut_future *f)
     push(rt, (struct fut__task *)((uintptr_t)f | 1u));
 }
 
+void fut__schedule_coro(fut_runtime *rt, struct fut__task *run_task)
+{
+    push(rt, (struct fut__task *)((uintptr_t)run_task | 2u));
+}
+
 /* Move the inbox into the private FIFO; returns whether it held anything. */
 static int take_inbox(fut_runtime *rt, struct fut__task *replace)
 {
@@ -171,6 +191,8 @@ static void run_queue(fut_runtime *rt)
         /* may schedule more, at the tail */
         if (is_future(t))
             fut__future_task(entry_future(t));
+        else if (is_coro(t))
+            fut__coro_resume(rt, entry_coro(t));
         else
             t->run(t);
         if (t == last) { /* compared, not read: t may be freed */

@@ -1,4 +1,4 @@
-/* test_coro.c - coroutines: fut_run and fut_async results and errors, await of settled futures without a switch, yields interleaving in order, await outside coroutines (plain thread, continuation, own future), bad arguments, up to 100,000 coroutines alive at once each awaiting a sleep and a pool job, a 1,000-deep await chain, errors crossing three levels of awaits, awaits racing a pool thread's settle (10,000 rounds), cancel before start / while suspended / of a yield loop / after finish, runtime shutdown with suspended coroutines, stack reuse without leaks, stack size, and a stack overflow dying at the guard. */
+/* test_coro.c - coroutines: fut_run and fut_async results and errors, await of settled futures without a switch, yields interleaving in order, await outside coroutines (plain thread, continuation, own future), bad arguments, up to 100,000 coroutines alive at once each awaiting a sleep and a pool job, a 1,000-deep await chain, errors crossing three levels of awaits, awaits racing a pool thread's settle (10,000 rounds), awaits of another runtime's futures with our runtime freed at once (200 cycles), cancel before start / while suspended / of a yield loop / after finish, runtime shutdown with suspended coroutines, stack reuse without leaks, stack size, and a stack overflow dying at the guard. */
 #include "testutil.h"
 
 #include <signal.h>
@@ -445,6 +445,41 @@ START_TEST(test_await_races_settle)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Awaiting another runtime's futures, then freeing ours at once (the
+ * other runtime's dispatcher resumes us through our inbox: it must not
+ * touch our runtime once we may be gone), 200 cycles
+ * ---------------------------------------------------------------------- */
+
+static fut_runtime *other_rt;
+
+static void *await_other(void *arg)
+{
+    int err = 0;
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        fut_future *s = fut_sleep(other_rt, 0);
+        TU_WCHECK(s != NULL);
+        TU_WCHECK(fut_await(s, &err) == NULL && err == 0);
+        fut_release(s);
+    }
+    return TU_PTR(7);
+}
+
+START_TEST(test_await_other_runtime)
+{
+    other_rt = tu_rt_new(1);
+    for (int cycle = 0; cycle < 200; cycle++) {
+        void *r = NULL;
+        g_rt = tu_rt_new(1);
+        TU_REQUIRE(fut_run(g_rt, await_other, NULL, &r) == 0 && r == TU_PTR(7), "cycle %d", cycle);
+        TU_REQUIRE(fut_runtime_free(g_rt) == 0, "cycle %d", cycle);
+    }
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(other_rt);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Cancel
  * ---------------------------------------------------------------------- */
 
@@ -697,6 +732,7 @@ static Suite *coro_suite(void)
     tcase_add_test(tc, test_many_alive);
     tcase_add_test(tc, test_chains);
     tcase_add_test(tc, test_await_races_settle);
+    tcase_add_test(tc, test_await_other_runtime);
 
     tc = tu_tcase(s, "cancel", 60);
     tcase_add_test(tc, test_cancel);

@@ -74,9 +74,8 @@ END_TEST
 void *test_debug_slow_coroutine(void *arg);
 void *test_debug_slow_coroutine(void *arg)
 {
-    fut_future *s = fut_sleep(NULL, 0);
+    fut_future *s = fut_sleep(arg, 0); /* its own runtime */
     int err;
-    (void)arg;
     fut_await(s, &err); /* a quick step first */
     fut_release(s);
     usleep(40000);      /* then a slow one */
@@ -88,7 +87,7 @@ static void run_one_coroutine(void)
     fut_runtime *rt = fut_runtime_new(NULL);
 
     ck_assert_ptr_nonnull(rt);
-    ck_assert_int_eq(fut_run(rt, test_debug_slow_coroutine, NULL, NULL), 0);
+    ck_assert_int_eq(fut_run(rt, test_debug_slow_coroutine, rt, NULL), 0);
     ck_assert_int_eq(fut_runtime_free(rt), 0);
 }
 
