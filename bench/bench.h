@@ -34,6 +34,26 @@ static inline void bench_report(const char *workload, long n, double wall)
     fflush(stdout);
 }
 
+/* A line of /proc/self/status in bytes: field "VmRSS:" (now) or "VmHWM:"
+ * (peak); -1 if it cannot be read. */
+static inline long bench_status_bytes(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t fl = strlen(field);
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, fl) == 0) {
+            kb = atol(line + fl);
+            break;
+        }
+    fclose(f);
+    return kb * 1024;
+}
+
 #define BENCH_CHECK(cond, ...)                                   \
     do {                                                         \
         if (!(cond)) {                                           \

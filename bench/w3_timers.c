@@ -6,25 +6,6 @@
 
 #include <futures.h>
 
-/* field = "VmRSS:" (current) or "VmHWM:" (peak); bytes */
-static long proc_status_bytes(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    size_t fl = strlen(field);
-
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, fl) == 0) {
-            kb = atol(line + fl);
-            break;
-        }
-    fclose(f);
-    return kb * 1024;
-}
-
 int main(int argc, char **argv)
 {
     long n = bench_arg_n(argc, argv, 100000), i, base, peak;
@@ -33,7 +14,7 @@ int main(int argc, char **argv)
     double t0, t_arm, wall;
 
     BENCH_CHECK(rt != NULL, "setup failed");
-    base = proc_status_bytes("VmRSS:");
+    base = bench_status_bytes("VmRSS:");
     t0 = bench_now();
     s = malloc((size_t)n * sizeof *s);
     BENCH_CHECK(s != NULL, "no memory");
@@ -45,7 +26,7 @@ int main(int argc, char **argv)
     for (i = 0; i < n; i++)
         BENCH_CHECK(fut_wait(s[i], -1) == 0 && fut_state(s[i]) == FUT_RESOLVED, "sleep %ld", i);
     wall = bench_now() - t0;
-    peak = proc_status_bytes("VmHWM:");
+    peak = bench_status_bytes("VmHWM:");
     BENCH_CHECK(wall >= 0.100, "fired early: %.6f s", wall);
     bench_report("W3_timers_100ms", n, wall);
     /* bytes_per_timer as the peers measure it (their timer arrays are

@@ -26,25 +26,6 @@ static long n;
 static fut_runtime *rt;
 static double t0, t1;
 
-/* field = "VmRSS:" (current) or "VmHWM:" (peak); bytes */
-static long proc_status_bytes(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    size_t fl = strlen(field);
-
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, fl) == 0) {
-            kb = atol(line + fl);
-            break;
-        }
-    fclose(f);
-    return kb * 1024;
-}
-
 static void *co_yield(void *arg)
 {
     long i, ok = 0;
@@ -146,9 +127,9 @@ int main(int argc, char **argv)
 
         BENCH_CHECK(p != NULL && kids != NULL, "setup failed");
         never = fut_promise_future(p);
-        base = proc_status_bytes("VmRSS:");
+        base = bench_status_bytes("VmRSS:");
         rc = fut_run(rt, co_starter, kids, &res);
-        peak = proc_status_bytes("VmHWM:");
+        peak = bench_status_bytes("VmHWM:");
         BENCH_CHECK(rc == 0 && (long)(intptr_t)res == n,
                     "rc=%d result=%ld (-1: fut_async failed, -2: not all suspended) "
                     "suspended=%ld of %ld",

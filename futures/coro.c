@@ -215,10 +215,10 @@ static void await_fired(struct fut__task *t)
         fut__schedule_coro(rt, &co->run_task);
         return;
     }
-    /* Another runtime's dispatcher: once the resume is in our inbox, the
-     * coroutine may run to its end and our runtime be freed while the
-     * push still looks at it (to wake our dispatcher). Our own reference
-     * on the coroutine's future keeps the runtime alive until then. */
+    /* Another runtime's dispatcher: nothing here holds our runtime, and
+     * fut__schedule needs it alive until it returns (internal.h): the
+     * coroutine may end, and our runtime be freed, as soon as the resume
+     * is in the inbox. A reference on the coroutine's future holds it. */
     f = fut_retain(co->f);
     fut__schedule_coro(rt, &co->run_task);
     fut_release(f);
@@ -300,6 +300,16 @@ fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg)
     return f;
 }
 
+/* Whether a cancel came for co since it last looked; it is delivered
+ * once. */
+static int take_cancel(struct fut__coro *co)
+{
+    int c = co->cancel;
+
+    co->cancel = 0;
+    return c;
+}
+
 /* Read settled f's outcome the way an await hands it back. */
 static void *outcome(fut_future *f, int *err)
 {
@@ -353,8 +363,7 @@ void *fut_await(fut_future *f, int *err)
         }
         return outcome(f, err);
     }
-    if (co->cancel) {
-        co->cancel = 0;
+    if (take_cancel(co)) {
         *err = ECANCELED;
         return NULL;
     }
@@ -374,8 +383,7 @@ void *fut_await(fut_future *f, int *err)
     suspend(rt, co);
     co->awaiting = NULL;
     fut_release(f);
-    if (co->cancel) {
-        co->cancel = 0;
+    if (take_cancel(co)) {
         *err = ECANCELED;
         return NULL;
     }
@@ -396,14 +404,10 @@ int fut_yield(void)
     }
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
         fut_cancel(co->f); /* the shutdown cancels every coroutine */
-        co->cancel = 0;
+        (void)take_cancel(co);
         return ECANCELED;
     }
-    if (co->cancel) {
-        co->cancel = 0;
-        return ECANCELED;
-    }
-    return 0;
+    return take_cancel(co) ? ECANCELED : 0;
 }
 
 int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes)

@@ -245,6 +245,13 @@ void fut__coro_free(struct fut_future *f);  /* future_free of a K_CORO */
 
 /* runtime.c */
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */
+/* Queue a task on rt's dispatcher (any thread). The caller must keep rt
+ * alive until the call returns, not only until the task is queued: from
+ * another thread the push still reads rt (to wake the dispatcher) after
+ * the task became visible, and the task may run, and end the last future
+ * of rt, meanwhile. Holding a reference on any future of rt does it (a
+ * settler holds its future; coro.c's await_fired takes one). Same for the
+ * two calls below. */
 void fut__schedule(fut_runtime *rt, struct fut__task *task);
 /* Queue f's own task (f->link, a tagged entry): fut__future_task(f). */
 void fut__schedule_future(fut_runtime *rt, struct fut_future *f);

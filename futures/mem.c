@@ -126,6 +126,19 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void give_back(struct sclass *sc, struct block *head);
 
+/* End the list at its k-th block (k >= 1, the list that long); returns
+ * the rest. */
+static struct block *split(struct block *head, unsigned k)
+{
+    struct block *rest;
+
+    while (--k > 0)
+        head = head->next;
+    rest = head->next;
+    head->next = NULL;
+    return rest;
+}
+
 /* Thread exit: hand the lists to the centre, a batch (possibly short) at
  * a time; short batches are fine, a batch is only a list. */
 static void cache_flush(void *unused)
@@ -137,14 +150,10 @@ static void cache_flush(void *unused)
         struct cache *cache = &caches[c];
         while (cache->n > 0) {
             unsigned k = cache->n < BATCH ? cache->n : BATCH;
-            struct block *h = cache->head, *t = h;
-            unsigned i;
+            struct block *h = cache->head;
 
-            for (i = 1; i < k; i++)
-                t = t->next;
-            cache->head = t->next;
+            cache->head = split(h, k);
             cache->n -= k;
-            t->next = NULL;
             give_back(&classes[c], h);
         }
     }
@@ -180,8 +189,9 @@ static void give_back(struct sclass *sc, struct block *head)
  * faulted in whole by one madvise; from CHUNK_MAX on they are huge-page
  * aligned and asked for huge pages (where the kernel's THP mode allows):
  * a first touch of memory is the dearest part of a burst of futures
- * (in a VM with shadow paging, about 5 us a 4 KiB page; a 2 MiB huge
- * page costs what 7 small ones do). Returns 0 or ENOMEM. */
+ * (in a VM with shadow paging, microseconds a 4 KiB page, far less per
+ * byte for a huge page: bench/first_touch measures it; docs/PERFORMANCE.md,
+ * W1). Returns 0 or ENOMEM. */
 static int new_chunk(struct sclass *sc)
 {
     size_t size = sc->next_chunk;
@@ -274,13 +284,8 @@ void fut__obj_free(void *p, int large)
     if (fut__unlikely(++cache->n >= 2 * BATCH)) {
         /* Keep the BATCH most recently freed (warm in cache), give the
          * older BATCH back. */
-        struct block *t = b, *rest;
-        unsigned i;
+        struct block *rest = split(b, BATCH);
 
-        for (i = 1; i < BATCH; i++)
-            t = t->next;
-        rest = t->next;
-        t->next = NULL;
         cache->n -= BATCH;
         give_back(&classes[large != 0], rest);
     }

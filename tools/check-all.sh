@@ -34,29 +34,39 @@ done_step() {
     echo "---- $1: $(( $(date +%s) - t_step )) s"
 }
 
-# ---- 1. tools ---------------------------------------------------------------
-step "1. build tools"
-missing=
-for p in $packages; do
-    # dpkg -s also succeeds for a removed package whose config files remain
-    case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
-        *" installed") ;;
-        *) missing="$missing $p" ;;
-    esac
-done
-if [ -n "$missing" ]; then
+# Install the Debian packages among "$@" that are missing (apt-get update
+# at most once per run).
+apt_updated=
+ensure_packages() {
+    local p missing= sudo=
+    for p in "$@"; do
+        # dpkg -s also succeeds for a removed package whose config files remain
+        case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
+            *" installed") ;;
+            *) missing="$missing $p" ;;
+        esac
+    done
+    if [ -z "$missing" ]; then
+        echo "all present: $*"
+        return
+    fi
     echo "installing:$missing"
-    sudo=
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null || { echo "need root (or sudo) to install:$missing" >&2; exit 1; }
         sudo=sudo
     fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
+    if [ -z "$apt_updated" ]; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update
+        apt_updated=yes
+    fi
     # shellcheck disable=SC2086
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
-else
-    echo "all present: $packages"
-fi
+}
+
+# ---- 1. tools ---------------------------------------------------------------
+step "1. build tools"
+# shellcheck disable=SC2086
+ensure_packages $packages
 # tests/test_coro keeps 100,000 coroutines alive at once: a stack is two
 # memory mappings, more than Linux's default vm.max_map_count (65530)
 # allows. Raise it when we may (the test uses fewer when it cannot).
@@ -164,23 +174,7 @@ done_step "distcheck"
 # The coroutine context layer (both switches: ctx_aarch64.S and ucontext)
 # cross-built with Debian's aarch64 compiler and run under qemu-user.
 step "6. aarch64: the context switch under qemu-user"
-cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
-missing=
-for p in $cross; do
-    case $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) in
-        *" installed") ;;
-        *) missing="$missing $p" ;;
-    esac
-done
-if [ -n "$missing" ]; then
-    echo "installing:$missing"
-    sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    # apt-get update ran in step 1 if anything was missing then; else now.
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
-    # shellcheck disable=SC2086
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >/dev/null
-fi
+ensure_packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 sh tools/test-aarch64.sh
 done_step "aarch64"
 
