@@ -182,8 +182,9 @@ static void link_fired(struct fut__task *node)
     fut_release(self); /* the link's reference */
 }
 
+/* seconds: K_TIMEOUT's delay (its message), set before any link can fire. */
 static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, size_t n,
-                             unsigned flags)
+                             unsigned flags, double seconds)
 {
     struct fut__group *g;
     fut_future *self;
@@ -212,6 +213,7 @@ static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, s
     g->n = n;
     g->pending = n;
     g->flags = flags;
+    g->seconds = seconds;
     g->children = fut__malloc((n ? n : 1) * sizeof *g->children);
     if (kind == K_GATHER)
         g->values = fut__calloc(n ? n : 1, sizeof *g->values);
@@ -246,7 +248,7 @@ static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, s
 
 fut_future *fut_gather(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
 {
-    return group_new(rt, K_GATHER, fs, n, flags);
+    return group_new(rt, K_GATHER, fs, n, flags, 0);
 }
 
 fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
@@ -255,7 +257,7 @@ fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned f
         errno = EINVAL;
         return NULL;
     }
-    return group_new(rt, K_ANY, fs, n, flags);
+    return group_new(rt, K_ANY, fs, n, flags, 0);
 }
 
 fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
@@ -264,7 +266,7 @@ fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned 
         errno = EINVAL;
         return NULL;
     }
-    return group_new(rt, K_RACE, fs, n, flags);
+    return group_new(rt, K_RACE, fs, n, flags, 0);
 }
 
 fut_future *fut_gather_item(fut_future *g, size_t i)
@@ -288,10 +290,8 @@ fut_future *fut_timeout(fut_future *f, double seconds)
     pair[1] = fut_sleep(f->rt, seconds);
     if (pair[1] == NULL)
         return NULL;
-    t = group_new(f->rt, K_TIMEOUT, pair, 2, 0);
-    if (t != NULL)
-        t->u.group->seconds = seconds;
-    else
+    t = group_new(f->rt, K_TIMEOUT, pair, 2, 0, seconds);
+    if (t == NULL)
         fut_cancel(pair[1]);
     fut_release(pair[1]);
     return t;
