@@ -38,9 +38,12 @@
  * count the inbox by walking it under the lane lock (only removal needs
  * the lock, and a push only changes the top).
  *
- * Shutdown: DRAIN waits for quiescence (helping with compute jobs), closes
- * the inbox with a CAS NULL -> CLOSED (which fails if a racing submit got
- * in; then it waits again), closes the blocking lane, and stops the
+ * Shutdown: DRAIN closes the inbox at once (swapping CLOSED in and moving
+ * what was there to the FIFO), so that an outside submit racing the state
+ * change either landed before or fails; the pool's own jobs may still
+ * submit, into the FIFO (and the blocking lane, which refuses outside
+ * submits under its lock while draining). It then waits for quiescence
+ * (helping with compute jobs), closes the blocking lane, and stops the
  * threads. CANCEL swaps CLOSED into the inbox (taking what was there, so a
  * racing submit either lands in that list or fails), empties both FIFOs,
  * notifies every job with ECANCELED; workers check the state before each
@@ -436,6 +439,31 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* The inbox is closed. While the pool drains, its own jobs may still
+ * submit (drain's promise): theirs go straight to the FIFO. */
+static int submit_closed(struct fut_pool *pool, fut_pool_job *job)
+{
+    struct fut__compute *c = &pool->c;
+    struct fut__worker *w;
+
+    if (atomic_load_explicit(&pool->state, memory_order_acquire) != POOL_DRAINING ||
+        fut__current_pool != pool)
+        return ESHUTDOWN;
+    job->next_ = NULL;
+    fut__lock(&c->lock);
+    if (c->head == NULL)
+        c->head = job;
+    else
+        c->tail->next_ = job;
+    c->tail = job;
+    atomic_fetch_add_explicit(&c->grabbed, 1, memory_order_relaxed);
+    w = pop_sleeper(c);
+    fut__unlock(&c->lock);
+    if (w != NULL)
+        wake_worker(w);
+    return 0;
+}
+
 static int compute_submit(struct fut_pool *pool, fut_pool_job *job, fut_pool_fn fn)
 {
     struct fut__compute *c = &pool->c;
@@ -445,7 +473,7 @@ static int compute_submit(struct fut_pool *pool, fut_pool_job *job, fut_pool_fn 
     top = atomic_load_explicit(&c->inbox, memory_order_relaxed);
     do {
         if (fut__unlikely(top == FUT__CLOSED))
-            return ESHUTDOWN;
+            return submit_closed(pool, job);
         job->next_ = top;
         /* seq_cst: releases the job and orders the nsleepers load below. */
     } while (!atomic_compare_exchange_weak_explicit(&c->inbox, &top, job,
@@ -753,19 +781,33 @@ static void cancel_blocking_queue(struct fut_pool *pool)
 
 static void drain(struct fut_pool *pool)
 {
-    fut_pool_job *expected;
+    struct fut__compute *c = &pool->c;
+    fut_pool_job *rest, *tail;
+    uint64_t n;
 
     atomic_store_explicit(&pool->state, POOL_DRAINING, memory_order_seq_cst);
-    for (;;) {
-        wait_quiescent(pool);
-        expected = NULL;
-        /* Fails only if a submit that raced the state change got in. */
-        if (atomic_compare_exchange_strong_explicit(&pool->c.inbox, &expected, FUT__CLOSED,
-                                                    memory_order_acq_rel, memory_order_relaxed))
-            break;
+    /* Close the inbox now: from here on an outside submit fails, also one
+     * that checked the state before it changed (a check cannot be atomic
+     * with the push), and the pool's own jobs submit into the FIFO
+     * (submit_closed). What was pushed moves to the FIFO, under the lock
+     * as every removal from the inbox. */
+    fut__lock(&c->lock);
+    rest = atomic_exchange_explicit(&c->inbox, FUT__CLOSED, memory_order_acq_rel);
+    if (rest != NULL && rest != FUT__CLOSED) {
+        rest = reverse(rest, &tail, &n);
+        atomic_fetch_add_explicit(&c->grabbed, n, memory_order_relaxed);
+        if (c->head != NULL)
+            c->tail->next_ = rest;
+        else
+            c->head = rest;
+        c->tail = tail;
     }
-    /* A racing outside submit may still have reached the blocking lane: its
-     * threads run it before they exit (fut__blocking_stop). */
+    fut__unlock(&c->lock);
+    wake_all(c);
+    /* The blocking lane refuses outside submits while we drain (blocking.c,
+     * under its lock), so once nothing runs and nothing is queued nothing
+     * can be submitted any more. */
+    wait_quiescent(pool);
     fut__blocking_close(pool, 0);
 }
 
