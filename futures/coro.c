@@ -21,9 +21,22 @@
  * settles, wnode (on the dispatcher of the awaited future's runtime)
  * queues run_task on ours, and resume switches back in.
  *
+ * The resumer finishes the suspending call: a coroutine that yields or
+ * awaits a pending future records why (co->why) and switches out as a tail
+ * call, so fut_yield's and fut_await's frames are gone while it is
+ * suspended. The dispatcher, just before it switches back in, computes
+ * what that call returns (fut__coro_wake: 0 or ECANCELED for a yield, the
+ * value and error code for an await), and the switch hands it over in a
+ * register: the coroutine continues in its own code, as if the call had
+ * returned. So no return instruction runs right after a switch, where it
+ * would be mispredicted (the CPU's return predictor holds the other
+ * context's calls): that was half of a yield's cost (docs/PERFORMANCE.md).
+ *
  * The per-thread call record of fut_raise and fut_cancelled belongs to
- * whatever runs: each switch saves it in a local variable of the side
- * that leaves (its own stack) and puts it back when that side resumes.
+ * whatever runs: a coroutine leaving keeps its own in co->raised; the
+ * dispatcher keeps its own in a local variable across the switch, puts
+ * the coroutine's in place before it switches in, and its own back
+ * after.
  *
  * Cancel: cancelling the future settles it at once (its continuations see
  * ECANCELED) and queues cancel_task, which marks the coroutine and
@@ -109,16 +122,23 @@ void fut__coro_finished(fut_runtime *rt, struct fut__coro *co)
     fut_release(co->f); /* the coroutine's own reference */
 }
 
-/* Switch from the running coroutine back to the dispatcher's context;
- * returns when something resumes it. */
-static void suspend(fut_runtime *rt, struct fut__coro *co)
+/* Switch from the running coroutine back to the dispatcher's context
+ * (co->why says why). Returns, when something resumes it, what the
+ * resumer computed for the suspending call (fut__coro_wake): callers end
+ * with `return suspend(...)`, a tail call, so the resumed coroutine comes
+ * back straight into their caller. */
+static inline void *suspend(fut_runtime *rt, struct fut__coro *co)
 {
-    struct fut__raised saved = fut__raised;
-    fut_future *saved_work = fut__current_work;
+    co->raised = fut__raised; /* the resumer puts it back */
+    return fut__ctx_transfer(&co->ctx, &rt->coro->main, NULL);
+}
 
-    fut__ctx_switch(&co->ctx, &rt->coro->main);
-    fut__raised = saved;
-    fut__current_work = saved_work;
+/* suspend for fut_yield, whose result is an int: the same switch seen
+ * through an int prototype, so that the call stays a tail call. */
+static inline int suspend_yield(fut_runtime *rt, struct fut__coro *co)
+{
+    co->raised = fut__raised;
+    return fut__ctx_transfer_int(&co->ctx, &rt->coro->main);
 }
 
 static void unlink_live(struct fut__coro_rt *cr, struct fut__coro *co)
@@ -137,7 +157,7 @@ static void unlink_live(struct fut__coro_rt *cr, struct fut__coro *co)
 static void entry(void *arg)
 {
     struct fut__coro *co = arg;
-    fut_runtime *rt = co->f->rt;
+    fut_runtime *rt = co->rt;
     struct fut__raised outer, r;
     void *v;
 
@@ -156,7 +176,7 @@ static void entry(void *arg)
 static void start_task(struct fut__task *t)
 {
     struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, run_task));
-    fut_runtime *rt = co->f->rt;
+    fut_runtime *rt = co->rt;
     struct fut__coro_rt *cr = rt->coro;
     int rc;
 
@@ -207,8 +227,7 @@ static void start_task(struct fut__task *t)
 static void await_fired(struct fut__task *t)
 {
     struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, wnode));
-
-    fut_runtime *rt = co->f->rt;
+    fut_runtime *rt = co->rt;
     fut_future *f;
 
     if (fut__dispatcher_rt == rt) { /* our own dispatcher: a local queue */
@@ -291,6 +310,7 @@ fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg)
         return NULL;
     }
     co->f = f;
+    co->rt = rt;
     co->fn = fn;
     co->arg = arg;
     f->u.coro = co;
@@ -324,6 +344,37 @@ static void *outcome(fut_future *f, int *err)
     return NULL;
 }
 
+void *fut__coro_wake(fut_runtime *rt, struct fut__coro *co)
+{
+    fut_future *f;
+    void *v;
+    int *err;
+
+    switch (co->why) {
+    case FUT__CORO_YIELD:
+        if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+            fut_cancel(co->f); /* the shutdown cancels every coroutine */
+            (void)take_cancel(co);
+            return (void *)(intptr_t)ECANCELED;
+        }
+        return (void *)(intptr_t)(take_cancel(co) ? ECANCELED : 0);
+    case FUT__CORO_AWAIT:
+        f = co->awaiting;
+        err = co->err_out;
+        co->awaiting = NULL;
+        if (take_cancel(co)) {
+            *err = ECANCELED;
+            v = NULL;
+        } else {
+            v = outcome(f, err);
+        }
+        fut_release(f); /* the await's reference; the caller holds its own */
+        return v;
+    default: /* FUT__CORO_NEW: its first entry */
+        return NULL;
+    }
+}
+
 void *fut_await(fut_future *f, int *err)
 {
     struct fut__coro *co;
@@ -331,10 +382,9 @@ void *fut_await(fut_future *f, int *err)
     int dummy, rc;
     unsigned s;
 
-    if (err == NULL)
-        err = &dummy;
     if (f == NULL) {
-        *err = EINVAL;
+        if (err != NULL)
+            *err = EINVAL;
         return NULL;
     }
     /* Settled: the same answer everywhere, and no switch (a cancel of the
@@ -342,12 +392,15 @@ void *fut_await(fut_future *f, int *err)
      * that suspension's await or yield took it). */
     s = atomic_load_explicit(&f->state, memory_order_acquire);
     if (fut__likely((s & ST_MASK) == FUT_RESOLVED)) {
-        *err = 0;
+        if (err != NULL)
+            *err = 0;
         return f->value;
     }
+    co = current();
+    if (err == NULL) /* the pending path's coroutine side ends before it resumes */
+        err = co != NULL ? &co->err_sink : &dummy;
     if ((s & ST_MASK) != FUT_PENDING && (s & ST_MASK) != ST_SETTLING)
         return outcome(f, err);
-    co = current();
     if (co == NULL) {
         /* Not in a coroutine: block this thread; not a dispatcher (a
          * continuation there would stop its runtime); a pool worker helps
@@ -371,7 +424,7 @@ void *fut_await(fut_future *f, int *err)
         *err = EDEADLK;
         return NULL;
     }
-    rt = co->f->rt;
+    rt = co->rt;
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
         fut_cancel(co->f); /* the shutdown cancels every coroutine */
         fut_cancel(f);
@@ -379,15 +432,10 @@ void *fut_await(fut_future *f, int *err)
         return NULL;
     }
     co->awaiting = fut_retain(f);
+    co->err_out = err;
+    co->why = FUT__CORO_AWAIT;
     fut__depend(f, &co->wnode);
-    suspend(rt, co);
-    co->awaiting = NULL;
-    fut_release(f);
-    if (take_cancel(co)) {
-        *err = ECANCELED;
-        return NULL;
-    }
-    return outcome(f, err);
+    return suspend(rt, co); /* fut__coro_wake finishes the await */
 }
 
 int fut_yield(void)
@@ -397,17 +445,15 @@ int fut_yield(void)
 
     if (co == NULL)
         return EPERM;
-    rt = co->f->rt;
-    if (!co->cancel && !atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-        fut__schedule_coro(rt, &co->run_task); /* behind everything queued now */
-        suspend(rt, co);
+    rt = co->rt;
+    if (fut__unlikely(co->cancel || atomic_load_explicit(&rt->stopping, memory_order_acquire))) {
+        /* No suspension: the answer now, as fut__coro_wake gives it. */
+        co->why = FUT__CORO_YIELD;
+        return (int)(intptr_t)fut__coro_wake(rt, co);
     }
-    if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-        fut_cancel(co->f); /* the shutdown cancels every coroutine */
-        (void)take_cancel(co);
-        return ECANCELED;
-    }
-    return take_cancel(co) ? ECANCELED : 0;
+    co->why = FUT__CORO_YIELD;
+    fut__append_local(rt, fut__entry_coro_of(&co->run_task)); /* behind everything queued now */
+    return suspend_yield(rt, co); /* fut__coro_wake (or nothing) gives the result */
 }
 
 int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes)

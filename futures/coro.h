@@ -6,20 +6,32 @@
 #include "futures/coro_ctx.h"
 #include "futures/internal.h"
 
+/* Why a coroutine is not running: what its next resume hands back. */
+enum {
+    FUT__CORO_NEW,   /* not started: the resume enters it */
+    FUT__CORO_YIELD, /* in fut_yield: the resume returns its result */
+    FUT__CORO_AWAIT  /* in fut_await of a pending future: the resume returns its outcome */
+};
+
 struct fut__coro {
     struct fut__ctx ctx;         /* its context, valid while started and not finished */
     struct fut__stack *stack;    /* its stack, while started and not finished */
     fut_future *f;               /* its future (the coroutine's reference until it returns) */
+    fut_runtime *rt;             /* f's runtime, whose dispatcher runs it */
     fut_work_fn fn;              /* what it runs */
     void *arg;
     struct fut__task run_task;   /* dispatcher: start it, or resume it */
     struct fut__task wnode;      /* our node in the awaited future's dependents */
     struct fut__task cancel_task; /* dispatcher: deliver a cancel (queued from any thread) */
     fut_future *awaiting;        /* the future a pending await waits for, else NULL */
+    int *err_out;                /* where that await's error code goes */
+    struct fut__raised raised;   /* its fut_raise record while it is suspended */
+    int err_sink;                /* err_out when the await's caller passed none */
     struct fut__coro *next, *prev; /* the runtime's live coroutines */
     unsigned char started;       /* its context exists */
     unsigned char finished;      /* it returned (or never started) */
     unsigned char cancel;        /* a cancel came: the next await or yield returns ECANCELED */
+    unsigned char why;           /* FUT__CORO_*: why it is suspended */
 };
 
 /* The coroutine state of a runtime: dispatcher only. */
@@ -35,7 +47,19 @@ struct fut__coro_rt {
 /* A finished coroutine: its context, stack and reference go. */
 void fut__coro_finished(fut_runtime *rt, struct fut__coro *co);
 
+/* What a suspended coroutine's switch hands back when its resume is not
+ * a plain yield (a cancel, a shutdown, an await's outcome), on the
+ * dispatcher's context just before the switch in (coro.c). */
+void *fut__coro_wake(fut_runtime *rt, struct fut__coro *co);
+
 /* Run co until it awaits, yields or returns (dispatcher's context).
+ *
+ * The resumer finishes the coroutine's suspending call for it: it
+ * computes what that fut_yield or fut_await returns, passes it through
+ * the switch and puts the coroutine's fut_raise record in place, so the
+ * coroutine side ends its call with a tail call of the switch and comes
+ * back straight into its caller (coro.c: suspend).
+ *
  * Inlined into its callers (run_queue resumes from its own frame): after
  * a switch back the CPU's return-stack predictor holds the coroutine's
  * calls, so every return between two switches is mispredicted. */
@@ -46,9 +70,15 @@ static inline __attribute__((always_inline)) void fut__coro_resume(fut_runtime *
     struct fut__raised saved = fut__raised;
     fut_future *saved_work = fut__current_work;
     uint64_t start = rt->slow_ns ? fut__now_ns() : 0;
+    void *val = NULL;
 
+    if (fut__unlikely(co->why != FUT__CORO_YIELD || co->cancel ||
+                      atomic_load_explicit(&rt->stopping, memory_order_acquire)))
+        val = fut__coro_wake(rt, co);
+    fut__raised = co->raised;
+    fut__current_work = co->f;
     cr->running = co;
-    fut__ctx_switch(&cr->main, &co->ctx);
+    (void)fut__ctx_transfer(&cr->main, &co->ctx, val);
     cr->running = NULL;
     fut__raised = saved;
     fut__current_work = saved_work;

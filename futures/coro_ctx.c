@@ -33,6 +33,7 @@
 #include "futures/coro_ctx.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,21 +146,27 @@ void fut__ctx_destroy(struct fut__ctx *c)
 }
 
 #if FUT__CTX_ASAN || FUT__CTX_TSAN
-void fut__ctx_switch_sanitized(struct fut__ctx *from, struct fut__ctx *to)
+void *fut__ctx_switch_sanitized(struct fut__ctx *from, struct fut__ctx *to, void *val)
 {
     BEFORE_SWITCH(from, to, 0);
-    fut__ctx_jump(from, to);
+    val = fut__ctx_jump(from, to, val);
     /* Back on from. Also keeps the jump from being a tail call, after
      * which TSan's exit hook would run on the wrong fiber (see above). */
     __asm__ volatile("" ::: "memory");
     AFTER_SWITCH(from);
+    return val;
+}
+
+int fut__ctx_switch_sanitized_int(struct fut__ctx *from, struct fut__ctx *to)
+{
+    return (int)(intptr_t)fut__ctx_switch_sanitized(from, to, NULL);
 }
 #endif
 
 _Noreturn void fut__ctx_exit(struct fut__ctx *from, struct fut__ctx *to)
 {
     BEFORE_SWITCH(from, to, 1);
-    fut__ctx_jump(from, to);
+    (void)fut__ctx_jump(from, to, NULL);
     fatal("a coroutine context was resumed after fut__ctx_exit");
 }
 

@@ -100,6 +100,7 @@ struct fut__ctx {
     ucontext_t uc;            /* registers, FP environment, signal mask, stack (swapcontext) */
     void (*entry)(void *arg); /* what the first switch into it runs (fut__ctx_make) */
     void *arg;                /* entry's argument */
+    void *val;                /* what the switch that resumes it passes (fut__ctx_jump) */
 #else
     /* Stack pointer saved by the last switch out (offset 0: the assembly
      * uses it). The callee-saved registers and the resume address lie at
@@ -144,25 +145,56 @@ int fut__ctx_make(struct fut__ctx *c, void *stack_base, size_t size,
 void fut__ctx_destroy(struct fut__ctx *c);
 
 /* The backend's switch (ctx_*.S or ctx_ucontext.c): save the callee-saved
- * state of the running context into from, resume to. Use fut__ctx_switch. */
-void fut__ctx_jump(struct fut__ctx *from, struct fut__ctx *to);
+ * state of the running context into from, resume to, handing it val.
+ * Use fut__ctx_transfer or fut__ctx_switch. */
+void *fut__ctx_jump(struct fut__ctx *from, struct fut__ctx *to, void *val);
+/* The same switch seen as returning an int (the low half of the value
+ * passed; the asm backends alias one routine), passing nothing: for a
+ * tail call from a function that returns int. */
+int fut__ctx_jump_int(struct fut__ctx *from, struct fut__ctx *to);
 
 #if FUT__CTX_ASAN || FUT__CTX_TSAN
 /* fut__ctx_jump wrapped in the sanitizers' announcements (coro_ctx.c). */
-void fut__ctx_switch_sanitized(struct fut__ctx *from, struct fut__ctx *to);
+void *fut__ctx_switch_sanitized(struct fut__ctx *from, struct fut__ctx *to, void *val);
+int fut__ctx_switch_sanitized_int(struct fut__ctx *from, struct fut__ctx *to);
 #endif
 
 /* Suspend the running context, saving it into from (which must describe
  * the running context: its own thread context or a coroutine's), and
  * resume to (a context made by fut__ctx_make and not finished, or one
- * saved by an earlier switch). Returns when a switch resumes from. */
-static inline void fut__ctx_switch(struct fut__ctx *from, struct fut__ctx *to)
+ * saved by an earlier switch). The switch that suspended to returns val
+ * there (a new context's first entry ignores it). Returns, when a switch
+ * resumes from, the val that switch passed.
+ *
+ * A caller may end with `return fut__ctx_transfer(...)` as a tail call:
+ * the resumed side then comes back straight into the caller's caller with
+ * the value the resumer passed, and no return instruction runs between
+ * the two (returns after a switch are mispredicted: the CPU's return
+ * predictor holds the other context's calls). */
+static inline void *fut__ctx_transfer(struct fut__ctx *from, struct fut__ctx *to, void *val)
 {
 #if FUT__CTX_ASAN || FUT__CTX_TSAN
-    fut__ctx_switch_sanitized(from, to);
+    return fut__ctx_switch_sanitized(from, to, val);
 #else
-    fut__ctx_jump(from, to);
+    return fut__ctx_jump(from, to, val);
 #endif
+}
+
+/* fut__ctx_transfer passing nothing and returning the int the resumer
+ * passed (as (void *)(intptr_t)n). */
+static inline int fut__ctx_transfer_int(struct fut__ctx *from, struct fut__ctx *to)
+{
+#if FUT__CTX_ASAN || FUT__CTX_TSAN
+    return fut__ctx_switch_sanitized_int(from, to);
+#else
+    return fut__ctx_jump_int(from, to);
+#endif
+}
+
+/* fut__ctx_transfer without a value. */
+static inline void fut__ctx_switch(struct fut__ctx *from, struct fut__ctx *to)
+{
+    (void)fut__ctx_transfer(from, to, NULL);
 }
 
 /* The last switch out of a finished coroutine (from is the running one):

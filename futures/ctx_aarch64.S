@@ -2,12 +2,13 @@
  *
  * DESIGN
  *
- * fut__ctx_jump(from, to) is called like any C function, so it keeps what
+ * fut__ctx_jump(from, to, val) is called like any C function, so it keeps what
  * AAPCS64 says a call preserves: x19-x28, the frame pointer x29, the link
  * register x30 (where to resume), sp, and the low 64 bits of v8-v15
  * (d8-d15). It stores them in a 160-byte frame on the running stack,
  * stores sp in from->sp (offset 0 of struct fut__ctx), loads to->sp,
- * reloads to's frame and branches to its x30. The saved frame, from sp
+ * reloads to's frame and branches to its x30 with val in x0 (what the
+ * resumed switch returns). The saved frame, from sp
  * upwards:
  *
  *     sp+0   x19 x20   sp+16  x21 x22   sp+32  x23 x24   sp+48  x25 x26
@@ -37,7 +38,7 @@
 	.hidden	fut__ctx_jump
 	.type	fut__ctx_jump, %function
 	.p2align 4
-fut__ctx_jump:				/* x0: from, x1: to */
+fut__ctx_jump:				/* x0: from, x1: to, x2: val */
 	.cfi_startproc
 	sub	sp, sp, #160
 	.cfi_def_cfa_offset 160
@@ -109,9 +110,16 @@ fut__ctx_jump:				/* x0: from, x1: to */
 	.cfi_restore d13
 	.cfi_restore d14
 	.cfi_restore d15
+	mov	x0, x2			/* what the resumed switch returns */
 	br	x30
 	.cfi_endproc
 	.size	fut__ctx_jump, .-fut__ctx_jump
+
+/* int fut__ctx_jump_int(from, to): the same routine (coro_ctx.h). */
+	.globl	fut__ctx_jump_int
+	.hidden	fut__ctx_jump_int
+	.type	fut__ctx_jump_int, %function
+	.set	fut__ctx_jump_int, fut__ctx_jump
 
 /* int fut__ctx_prepare(struct fut__ctx *c, void *stack_base, size_t size,
  *                      void (*entry)(void *), void *arg) */

@@ -55,11 +55,18 @@ int fut__ctx_prepare(struct fut__ctx *c, void *stack_base, size_t size,
     return 0;
 }
 
-void fut__ctx_jump(struct fut__ctx *from, struct fut__ctx *to)
+void *fut__ctx_jump(struct fut__ctx *from, struct fut__ctx *to, void *val)
 {
+    to->val = val; /* what its switch returns */
     /* Fails only for a bad pointer (EFAULT): memory is corrupt. */
     if (swapcontext(&from->uc, &to->uc) != 0) {
         fprintf(stderr, "libfutures: fatal: swapcontext: %s\n", strerror(errno));
         abort();
     }
+    return from->val; /* set by the switch that resumed us */
+}
+
+int fut__ctx_jump_int(struct fut__ctx *from, struct fut__ctx *to)
+{
+    return (int)(intptr_t)fut__ctx_jump(from, to, NULL);
 }

@@ -2,8 +2,9 @@
  *
  * DESIGN
  *
- * fut__ctx_jump(from, to) is called like any C function, so it needs to
- * keep only what the ABI says a call preserves: rbx, rbp, r12-r15 and rsp.
+ * fut__ctx_jump(from, to, val) is called like any C function, so it needs
+ * to keep only what the ABI says a call preserves: rbx, rbp, r12-r15 and
+ * rsp.
  * It pushes the six registers on the running stack, stores rsp in
  * from->sp (offset 0 of struct fut__ctx), loads to->sp, pops the six
  * registers that to's own switch pushed, and continues at the address its
@@ -11,6 +12,10 @@
  *
  *     sp+0  r15   sp+8  r14   sp+16 r13   sp+24 r12
  *     sp+32 rbx   sp+40 rbp   sp+48 resume address
+ *
+ * The resumed side sees val as the return value of the switch that
+ * suspended it (rax), so a caller may end with a tail call of the switch
+ * and its caller gets what the resumer computed (coro.c: fut_yield).
  *
  * It returns by pop + indirect jmp, not ret: the return-stack predictor
  * pairs each ret with the last call, and here every return lands at the
@@ -41,7 +46,7 @@
 	.hidden	fut__ctx_jump
 	.type	fut__ctx_jump, @function
 	.p2align 4
-fut__ctx_jump:				/* rdi: from, rsi: to */
+fut__ctx_jump:				/* rdi: from, rsi: to, rdx: val */
 	.cfi_startproc
 	pushq	%rbp
 	.cfi_adjust_cfa_offset 8
@@ -86,9 +91,16 @@ fut__ctx_jump:				/* rdi: from, rsi: to */
 	popq	%rcx			/* resume address */
 	.cfi_adjust_cfa_offset -8
 	.cfi_register %rip, %rcx
+	movq	%rdx, %rax		/* what the resumed switch returns */
 	jmpq	*%rcx
 	.cfi_endproc
 	.size	fut__ctx_jump, .-fut__ctx_jump
+
+/* int fut__ctx_jump_int(from, to): the same routine (coro_ctx.h). */
+	.globl	fut__ctx_jump_int
+	.hidden	fut__ctx_jump_int
+	.type	fut__ctx_jump_int, @function
+	.set	fut__ctx_jump_int, fut__ctx_jump
 
 /* int fut__ctx_prepare(struct fut__ctx *c, void *stack_base, size_t size,
  *                      void (*entry)(void *), void *arg) */

@@ -59,52 +59,8 @@ _Thread_local fut_runtime *fut__dispatcher_rt;
  * or future pointers with bit 0 set). */
 #define INBOX_CLOSED ((struct fut__task *)2)
 
-/* Queue entries: a generic task (run through its function), or a
- * future's own task, entered as the future's address with bit 0 set
- * (run by fut__future_task; linked through f->link), or a coroutine's
- * resume, its run_task's address with bit 1 set (resumed inline by
- * run_queue). Tagging the entry rather than storing a function in every
- * future saves 8 bytes a future; resuming inline saves a mispredicted
- * return after every switch back. */
-static inline int is_future(const struct fut__task *e)
-{
-    return ((uintptr_t)e & 1u) != 0;
-}
-
-static inline int is_coro(const struct fut__task *e)
-{
-    return ((uintptr_t)e & 2u) != 0;
-}
-
-static inline struct fut__coro *entry_coro(struct fut__task *e)
-{
-    return (struct fut__coro *)((char *)((uintptr_t)e - 2u) - offsetof(struct fut__coro, run_task));
-}
-
-static inline struct fut_future *entry_future(struct fut__task *e)
-{
-    return (struct fut_future *)((uintptr_t)e - 1u);
-}
-
-static inline struct fut__task **next_of(struct fut__task *e)
-{
-    if (is_future(e))
-        return &entry_future(e)->link;
-    return &((struct fut__task *)((uintptr_t)e & ~(uintptr_t)3))->next;
-}
-
 static void run_queue(fut_runtime *rt);
 static void run_all(fut_runtime *rt);
-
-static void append_local(fut_runtime *rt, struct fut__task *e)
-{
-    *next_of(e) = NULL;
-    if (rt->run_head == NULL)
-        rt->run_head = e;
-    else
-        *next_of(rt->run_tail) = e;
-    rt->run_tail = e;
-}
 
 /* The dispatcher has exited: the calling thread stands in for it, one
  * thread at a time (see DESIGN). */
@@ -114,7 +70,7 @@ static void run_dead(fut_runtime *rt, struct fut__task *e)
 
     fut__lock(&rt->dead_lock);
     fut__dispatcher_rt = rt;
-    append_local(rt, e);
+    fut__append_local(rt, e);
     run_all(rt);
     fut__dispatcher_rt = outer;
     fut__unlock(&rt->dead_lock);
@@ -125,7 +81,7 @@ static void push(fut_runtime *rt, struct fut__task *e)
     struct fut__task *top;
 
     if (fut__dispatcher_rt == rt) {
-        append_local(rt, e);
+        fut__append_local(rt, e);
         return;
     }
     top = atomic_load_explicit(&rt->inbox, memory_order_relaxed);
@@ -134,7 +90,7 @@ static void push(fut_runtime *rt, struct fut__task *e)
             run_dead(rt, e);
             return;
         }
-        *next_of(e) = top;
+        *fut__entry_next(e) = top;
         /* seq_cst: releases the entry and orders the parked load below. */
     } while (!atomic_compare_exchange_weak_explicit(&rt->inbox, &top, e, memory_order_seq_cst,
                                                     memory_order_relaxed));
@@ -155,7 +111,7 @@ void fut__schedule_future(fut_runtime *rt, struct fut_future *f)
 
 void fut__schedule_coro(fut_runtime *rt, struct fut__task *run_task)
 {
-    push(rt, (struct fut__task *)((uintptr_t)run_task | 2u));
+    push(rt, fut__entry_coro_of(run_task));
 }
 
 /* Move the inbox into the private FIFO; returns whether it held anything. */
@@ -167,14 +123,14 @@ static int take_inbox(fut_runtime *rt, struct fut__task *replace)
     if (t == NULL)
         return 0;
     for (; t != NULL; t = next) { /* LIFO -> FIFO */
-        next = *next_of(t);
-        *next_of(t) = prev;
+        next = *fut__entry_next(t);
+        *fut__entry_next(t) = prev;
         prev = t;
     }
     if (rt->run_head == NULL)
         rt->run_head = prev;
     else
-        *next_of(rt->run_tail) = prev;
+        *fut__entry_next(rt->run_tail) = prev;
     rt->run_tail = last;
     return 1;
 }
@@ -187,12 +143,12 @@ static void run_queue(fut_runtime *rt)
     struct fut__task *t, *last = rt->run_tail;
 
     while ((t = rt->run_head) != NULL) {
-        rt->run_head = *next_of(t);
+        rt->run_head = *fut__entry_next(t);
         /* may schedule more, at the tail */
-        if (is_future(t))
-            fut__future_task(entry_future(t));
-        else if (is_coro(t))
-            fut__coro_resume(rt, entry_coro(t));
+        if (fut__entry_is_future(t))
+            fut__future_task(fut__entry_future(t));
+        else if (fut__entry_is_coro(t))
+            fut__coro_resume(rt, fut__entry_coro(t));
         else
             t->run(t);
         if (t == last) { /* compared, not read: t may be freed */

@@ -1,4 +1,4 @@
-/* coro_ctx_selftest.c - the coroutine context layer checked without Check, for cross builds run under qemu-user (tools/test-aarch64.sh): ping-pong order, a chain of coroutines exiting into each other, callee-saved integer and FP registers kept across switches with the registers garbled, stack alignment and printf on a coroutine, 1,000 live coroutines, the stack cache's counts, overflow faulting in the guard. Prints one line per check; exits 0 if all passed.
+/* coro_ctx_selftest.c - the coroutine context layer checked without Check, for cross builds run under qemu-user (tools/test-aarch64.sh): ping-pong order, values through the switch (also into a tail-calling helper's caller and through the int view), a chain of coroutines exiting into each other, callee-saved integer and FP registers kept across switches with the registers garbled, stack alignment and printf on a coroutine, 1,000 live coroutines, the stack cache's counts, overflow faulting in the guard. Prints one line per check; exits 0 if all passed.
  *
  * Built outside the autotools tree, so it takes the backend from the
  * command line (-DFUT_CTX_ASM=1 or -DFUT_CTX_UCONTEXT=1) when there is no
@@ -56,6 +56,59 @@ static void coro_release(coro *c)
 {
     fut__ctx_destroy(&c->ctx);
     fut__stack_put(&cache, c->stack);
+}
+
+/* ---- values through the switch ------------------------------------------ */
+
+static coro tv;
+static unsigned long tv_bad, tv_ints;
+
+/* Tail calls: their callers get the value straight from the switch. */
+static NOINLINE void *tv_wait(void *reply)
+{
+    return fut__ctx_transfer(&tv.ctx, &main_ctx, reply);
+}
+
+static NOINLINE int tv_wait_int(void)
+{
+    return fut__ctx_transfer_int(&tv.ctx, &main_ctx);
+}
+
+static void tv_entry(void *arg)
+{
+    uintptr_t v = (uintptr_t)tv_wait(NULL);
+    unsigned long k;
+
+    (void)arg;
+    for (k = 1; k <= 10000; k++) {
+        tv_bad += v != k * 7u;
+        v = (uintptr_t)tv_wait((void *)(uintptr_t)(k * 3u));
+    }
+    tv_bad += v != 0;
+    for (k = 1; k <= 10000; k++)
+        tv_ints += tv_wait_int() == -(int)k;
+    fut__ctx_exit(&tv.ctx, &main_ctx);
+}
+
+static void check_transfer(void)
+{
+    unsigned long k, bad = 0;
+    char d[96];
+
+    if (coro_make(&tv, tv_entry, NULL) != 0) {
+        report("transfer", 0, "make failed");
+        return;
+    }
+    bad += fut__ctx_transfer(&main_ctx, &tv.ctx, (void *)1) != NULL;
+    for (k = 1; k <= 10000; k++)
+        bad += (uintptr_t)fut__ctx_transfer(&main_ctx, &tv.ctx, (void *)(uintptr_t)(k * 7u)) != k * 3u;
+    (void)fut__ctx_transfer(&main_ctx, &tv.ctx, NULL);
+    for (k = 1; k <= 10000; k++) /* the int view gets the low half */
+        (void)fut__ctx_transfer(&main_ctx, &tv.ctx,
+                                (void *)(uintptr_t)((UINT64_C(0xdead) << 32) | (uint32_t) - (int)k));
+    coro_release(&tv);
+    snprintf(d, sizeof d, "%lu wrong values, %lu of 10000 ints", bad + tv_bad, tv_ints);
+    report("transfer", bad + tv_bad == 0 && tv_ints == 10000, d);
 }
 
 /* ---- ping-pong ---------------------------------------------------------- */
@@ -454,6 +507,7 @@ int main(void)
     }
     fut__ctx_init_current(&main_ctx);
     check_pingpong();
+    check_transfer();
     check_chain();
     check_callee_saved();
     check_alignment();

@@ -1,4 +1,4 @@
-/* test_coro_ctx.c - coroutine contexts and stacks (internal layer): 1,000,000 in-order ping-pong switches with the thread's own context, a chain of 100 coroutines switching to each other and exiting into each other, 10,000 live coroutines resumed round-robin with their stacks intact, 5,000 made and destroyed without running, callee-saved integer and FP values kept across switches with the registers garbled, 16-byte stack alignment and printf on a coroutine, an entry that returns aborts, stack cache reuse and bound without leaks, abandoned coroutines, the allocation hook, overflow dying at the guard region, bad arguments. */
+/* test_coro_ctx.c - coroutine contexts and stacks (internal layer): 1,000,000 in-order ping-pong switches with the thread's own context, values passed through 400,000 switches both ways (also into a tail-calling helper's caller and through the int view), a chain of 100 coroutines switching to each other and exiting into each other, 10,000 live coroutines resumed round-robin with their stacks intact, 5,000 made and destroyed without running, callee-saved integer and FP values kept across switches with the registers garbled, 16-byte stack alignment and printf on a coroutine, an entry that returns aborts, stack cache reuse and bound without leaks, abandoned coroutines, the allocation hook, overflow dying at the guard region, bad arguments. */
 #include "testutil.h"
 
 #include "config.h"
@@ -98,6 +98,86 @@ START_TEST(test_pingpong)
     fut__stack_cache_destroy(&sc);
     ck_assert_uint_eq(sc.mapped, 0);
     free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Values through the switch: each side gets what the other passed, also
+ * when the switch is the tail call of a helper (the helper's caller gets
+ * it straight), and through the int view.
+ * ---------------------------------------------------------------------- */
+
+#define TRANSFER_N 200000L
+
+typedef struct transfer {
+    coro co;
+    struct fut__ctx main;
+    long bad;      /* values the coroutine got wrong */
+    long got_int;  /* ints it got right */
+    int exited;
+} transfer;
+
+/* Tail calls: their callers get the value straight from the switch. */
+static NOINLINE void *transfer_wait(transfer *t, void *reply)
+{
+    return fut__ctx_transfer(&t->co.ctx, &t->main, reply);
+}
+
+static NOINLINE int transfer_wait_int(transfer *t)
+{
+    return fut__ctx_transfer_int(&t->co.ctx, &t->main);
+}
+
+static void transfer_entry(void *arg)
+{
+    transfer *t = arg;
+    long k = 1;                             /* a callee-saved local across every switch */
+    uintptr_t v = (uintptr_t)transfer_wait(t, NULL); /* main's first value */
+
+    for (; k <= TRANSFER_N; k++) {
+        if (v != (uintptr_t)k * 7u)
+            t->bad++;
+        v = (uintptr_t)transfer_wait(t, (void *)((uintptr_t)k * 3u));
+    }
+    if (v != 0) /* main's end of the first part */
+        t->bad++;
+    for (k = 1; k <= TRANSFER_N; k++) {
+        int n = transfer_wait_int(t);
+
+        if (n == (int)-k)
+            t->got_int++;
+    }
+    t->exited = 1;
+    fut__ctx_exit(&t->co.ctx, &t->main);
+}
+
+START_TEST(test_transfer_values)
+{
+    struct fut__stack_cache sc;
+    transfer *t = calloc(1, sizeof *t);
+    void *r;
+    long k;
+
+    ck_assert_ptr_nonnull(t);
+    cache_init(&sc, SMALL_STACK, 1);
+    fut__ctx_init_current(&t->main);
+    coro_make(&t->co, &sc, &t->main, transfer_entry, t);
+    r = fut__ctx_transfer(&t->main, &t->co.ctx, (void *)1234); /* a first entry ignores it */
+    ck_assert_ptr_null(r);
+    for (k = 1; k <= TRANSFER_N; k++) {
+        r = fut__ctx_transfer(&t->main, &t->co.ctx, (void *)((uintptr_t)k * 7u));
+        TU_REQUIRE((uintptr_t)r == (uintptr_t)k * 3u, "round %ld: got %p", k, r);
+    }
+    (void)fut__ctx_transfer(&t->main, &t->co.ctx, NULL); /* what the int view hands back is undefined */
+    ck_assert_int_eq(t->bad, 0);
+    for (k = 1; k <= TRANSFER_N; k++) /* the int view gets the low half */
+        (void)fut__ctx_transfer(&t->main, &t->co.ctx,
+                                (void *)(uintptr_t)((UINT64_C(0xdead) << 32) | (uint32_t)-k));
+    ck_assert_int_eq(t->exited, 1);
+    ck_assert_int_eq(t->got_int, TRANSFER_N);
+    coro_release(&t->co, &sc);
+    fut__stack_cache_destroy(&sc);
+    free(t);
 }
 END_TEST
 
@@ -852,6 +932,7 @@ static Suite *coro_ctx_suite(void)
 
     tc = tu_tcase(s, "switch", 120);
     tcase_add_test(tc, test_pingpong);
+    tcase_add_test(tc, test_transfer_values);
     tcase_add_test(tc, test_chain);
     tcase_add_test(tc, test_many_alive);
     tcase_add_test(tc, test_callee_saved);
