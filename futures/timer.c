@@ -189,8 +189,10 @@ static void unlink_sleep(struct fut__wheel *w, struct fut_future *f)
         size_t i = (size_t)(prev - first);
         w->occupied[i / WHEEL_SLOTS] &= ~((uint64_t)1 << (i % WHEEL_SLOTS));
     }
-    /* The dispatcher lets go: from here on a settler may use the value slot. */
-    atomic_fetch_and_explicit(&f->state, ~ST_LINKED, memory_order_relaxed);
+    /* The dispatcher lets go: from here on a settler may use the value slot.
+     * Release: a settler that sees ST_LINKED clear (its acquire CAS) must
+     * also see our reads of the deadline done, before it writes there. */
+    atomic_fetch_and_explicit(&f->state, ~ST_LINKED, memory_order_release);
     w->count--;
 }
 
