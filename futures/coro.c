@@ -32,11 +32,10 @@
  * would be mispredicted (the CPU's return predictor holds the other
  * context's calls): that was half of a yield's cost (docs/PERFORMANCE.md).
  *
- * The per-thread call record of fut_raise and fut_cancelled belongs to
- * whatever runs: a coroutine leaving keeps its own in co->raised; the
- * dispatcher keeps its own in a local variable across the switch, puts
- * the coroutine's in place before it switches in, and its own back
- * after.
+ * The call record of fut_raise and fut_cancelled (internal.h: struct
+ * fut__call) of a coroutine is co->call, its outermost call for its whole
+ * life: the dispatcher makes it the thread's current call each time it
+ * switches in, and puts its own back after.
  *
  * Cancel: cancelling the future settles it at once (its continuations see
  * ECANCELED) and queues cancel_task, which marks the coroutine and
@@ -70,13 +69,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Thread_local struct fut__coro *fut__coro_running;
+
 /* The running coroutine of the calling thread, if it is a dispatcher
  * running one. */
-static struct fut__coro *current(void)
+static inline struct fut__coro *current(void)
 {
-    fut_runtime *rt = fut__dispatcher_rt;
-
-    return rt != NULL && rt->coro != NULL ? rt->coro->running : NULL;
+    return fut__coro_running;
 }
 
 int fut__coro_rt_init(fut_runtime *rt)
@@ -129,7 +128,6 @@ void fut__coro_finished(fut_runtime *rt, struct fut__coro *co)
  * back straight into their caller. */
 static inline void *suspend(fut_runtime *rt, struct fut__coro *co)
 {
-    co->raised = fut__raised; /* the resumer puts it back */
     return fut__ctx_transfer(&co->ctx, &rt->coro->main, NULL);
 }
 
@@ -137,7 +135,6 @@ static inline void *suspend(fut_runtime *rt, struct fut__coro *co)
  * through an int prototype, so that the call stays a tail call. */
 static inline int suspend_yield(fut_runtime *rt, struct fut__coro *co)
 {
-    co->raised = fut__raised;
     return fut__ctx_transfer_int(&co->ctx, &rt->coro->main);
 }
 
@@ -158,14 +155,11 @@ static void entry(void *arg)
 {
     struct fut__coro *co = arg;
     fut_runtime *rt = co->rt;
-    struct fut__raised outer, r;
     void *v;
 
-    outer = fut__call_begin();
-    fut__current_work = co->f;
+    /* co->call is current: every resume, this first one too, makes it so */
     v = co->fn(co->arg);
-    r = fut__call_end(outer);
-    fut__settle_from_call(co->f, v, r); /* EALREADY if it was cancelled: dropped */
+    fut__settle_from_call(co->f, v, &co->call); /* EALREADY if it was cancelled: dropped */
     co->finished = 1;
     unlink_live(rt->coro, co);
     fut__ctx_exit(&co->ctx, &rt->coro->main);
@@ -311,6 +305,7 @@ fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg)
     }
     co->f = f;
     co->rt = rt;
+    co->call.work = f; /* fut_cancelled in it: its own future */
     co->fn = fn;
     co->arg = arg;
     f->u.coro = co;

@@ -25,7 +25,7 @@ struct fut__coro {
     struct fut__task cancel_task; /* dispatcher: deliver a cancel (queued from any thread) */
     fut_future *awaiting;        /* the future a pending await waits for, else NULL */
     int *err_out;                /* where that await's error code goes */
-    struct fut__raised raised;   /* its fut_raise record while it is suspended */
+    struct fut__call call;       /* its call record (fut_raise, fut_cancelled) */
     int err_sink;                /* err_out when the await's caller passed none */
     struct fut__coro *next, *prev; /* the runtime's live coroutines */
     unsigned char started;       /* its context exists */
@@ -37,12 +37,14 @@ struct fut__coro {
 /* The coroutine state of a runtime: dispatcher only. */
 struct fut__coro_rt {
     struct fut__ctx main;        /* the dispatcher's own context */
-    struct fut__coro *running;   /* the coroutine running now, else NULL */
     struct fut__coro *live;      /* started or queued, not finished */
     uint64_t nlive;
     struct fut__stack_cache stacks;
     int cancelled_all;           /* shutdown cancelled every live coroutine */
 };
+
+/* The coroutine running on this thread (a dispatcher), else NULL. */
+extern _Thread_local struct fut__coro *fut__coro_running;
 
 /* A finished coroutine: its context, stack and reference go. */
 void fut__coro_finished(fut_runtime *rt, struct fut__coro *co);
@@ -56,7 +58,7 @@ void *fut__coro_wake(fut_runtime *rt, struct fut__coro *co);
  *
  * The resumer finishes the coroutine's suspending call for it: it
  * computes what that fut_yield or fut_await returns, passes it through
- * the switch and puts the coroutine's fut_raise record in place, so the
+ * the switch and makes the coroutine's call record current, so the
  * coroutine side ends its call with a tail call of the switch and comes
  * back straight into its caller (coro.c: suspend).
  *
@@ -67,21 +69,18 @@ static inline __attribute__((always_inline)) void fut__coro_resume(fut_runtime *
                                                                     struct fut__coro *co)
 {
     struct fut__coro_rt *cr = rt->coro;
-    struct fut__raised saved = fut__raised;
-    fut_future *saved_work = fut__current_work;
+    struct fut__call *saved = fut__call_cur;
     uint64_t start = rt->slow_ns ? fut__now_ns() : 0;
     void *val = NULL;
 
     if (fut__unlikely(co->why != FUT__CORO_YIELD || co->cancel ||
                       atomic_load_explicit(&rt->stopping, memory_order_acquire)))
         val = fut__coro_wake(rt, co);
-    fut__raised = co->raised;
-    fut__current_work = co->f;
-    cr->running = co;
+    fut__call_cur = &co->call;
+    fut__coro_running = co;
     (void)fut__ctx_transfer(&cr->main, &co->ctx, val);
-    cr->running = NULL;
-    fut__raised = saved;
-    fut__current_work = saved_work;
+    fut__coro_running = NULL;
+    fut__call_cur = saved;
     if (start != 0) /* debug mode: one step, from a resume to the next switch out */
         fut__debug_slow(rt, "a coroutine", (void (*)(void))co->fn, start);
     if (co->finished)

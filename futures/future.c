@@ -62,10 +62,7 @@ static const char cancelled_msg[] = "cancelled";
 
 /* ---- fut_raise and the call in progress ---- */
 
-_Thread_local struct fut__raised fut__raised;
-_Thread_local fut_future *fut__current_work; /* for fut_cancelled */
-#define raised fut__raised
-#define current_work fut__current_work
+_Thread_local struct fut__call *fut__call_cur;
 
 static char *vformat(const char *fmt, va_list ap)
 {
@@ -78,42 +75,40 @@ static char *vformat(const char *fmt, va_list ap)
 
 void *fut_raise(int code, const char *fmt, ...)
 {
+    struct fut__call *c = fut__call_cur;
     va_list ap;
 
-    if (!raised.active)
+    if (c == NULL)
         return NULL;
-    free(raised.message);
+    free(c->message);
     va_start(ap, fmt);
-    raised.message = vformat(fmt, ap);
+    c->message = vformat(fmt, ap);
     va_end(ap);
-    raised.code = code > 0 ? code : EINVAL;
+    c->code = code > 0 ? code : EINVAL;
     return NULL;
 }
 
 int fut_cancelled(void)
 {
-    fut_future *f = current_work;
+    struct fut__call *c = fut__call_cur;
+    fut_future *f = c != NULL ? c->work : NULL;
 
     return f != NULL &&
            (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED;
 }
 
-struct fut__raised fut__call_begin(void)
+void fut__call_begin(struct fut__call *c, fut_future *work)
 {
-    struct fut__raised outer = raised; /* calls nest when a wait helps run jobs */
-
-    raised.active = 1;
-    raised.code = 0;
-    raised.message = NULL;
-    return outer;
+    c->outer = fut__call_cur; /* calls nest when a wait helps run jobs */
+    c->work = work != NULL ? work : c->outer != NULL ? c->outer->work : NULL;
+    c->code = 0;
+    c->message = NULL;
+    fut__call_cur = c;
 }
 
-struct fut__raised fut__call_end(struct fut__raised outer)
+void fut__call_end(struct fut__call *c)
 {
-    struct fut__raised mine = raised;
-
-    raised = outer;
-    return mine;
+    fut__call_cur = c->outer;
 }
 
 /* ---- the unobserved hook ---- */
@@ -369,10 +364,13 @@ static int settle_error(fut_future *f, unsigned to, int code, const char *fmt, .
 }
 
 /* Settle d with the outcome of a call: its return value, or what it raised. */
-void fut__settle_from_call(fut_future *d, void *value, struct fut__raised r)
+void fut__settle_from_call(fut_future *d, void *value, struct fut__call *c)
 {
-    if (r.code != 0)
-        settle(d, FUT_REJECTED, NULL, r.code, r.message ? r.message : NULL, 1);
+    char *msg = c->message;
+
+    c->message = NULL;
+    if (c->code != 0)
+        settle(d, FUT_REJECTED, NULL, c->code, msg, 1);
     else
         settle(d, FUT_RESOLVED, value, 0, NULL, 0);
 }
@@ -401,7 +399,7 @@ static void run_dependent(struct fut__task *node)
     fut_future *src = d->u.cont.src;
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
     unsigned kind = fut__kind(d);
-    struct fut__raised outer, r;
+    struct fut__call call;
     void *v = NULL;
 
     if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
@@ -412,7 +410,7 @@ static void run_dependent(struct fut__task *node)
         fut__adopt(d, src);
     } else {
         uint64_t start = d->rt->slow_ns ? fut__now_ns() : 0;
-        outer = fut__call_begin();
+        fut__call_begin(&call, NULL);
         if (kind == K_THEN) {
             v = ((fut_then_fn)d->u.cont.fn)(src->value, d->u.cont.arg);
         } else if (kind == K_CATCH) {
@@ -423,13 +421,13 @@ static void run_dependent(struct fut__task *node)
         } else {
             ((fut_finally_fn)d->u.cont.fn)(src, d->u.cont.arg);
         }
-        r = fut__call_end(outer);
+        fut__call_end(&call);
         if (start != 0)
             fut__debug_slow(d->rt, "a continuation", d->u.cont.fn, start);
-        if (kind == K_FINALLY && r.code == 0)
+        if (kind == K_FINALLY && call.code == 0)
             fut__adopt(d, src);
         else
-            fut__settle_from_call(d, v, r);
+            fut__settle_from_call(d, v, &call);
     }
     d->u.cont.src = NULL;
     fut_release(src); /* d's reference on its source */
@@ -475,20 +473,16 @@ fut_future *fut_finally(fut_future *f, fut_finally_fn fn, void *arg)
 static void work_job(fut_pool_job *job, int status)
 {
     fut_future *f = (fut_future *)((char *)job - offsetof(fut_future, u.work.job));
-    struct fut__raised outer, r;
-    fut_future *outer_work;
+    struct fut__call call;
     void *v;
 
     if (status == ECANCELED) {
         settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
     } else if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_PENDING) {
-        outer = fut__call_begin();
-        outer_work = current_work;
-        current_work = f;
+        fut__call_begin(&call, f);
         v = f->u.work.fn(f->u.work.arg);
-        current_work = outer_work;
-        r = fut__call_end(outer);
-        fut__settle_from_call(f, v, r);
+        fut__call_end(&call);
+        fut__settle_from_call(f, v, &call);
     }
     /* else cancelled while queued: the work is skipped. */
     fut_release(f); /* the pool's reference */

@@ -203,21 +203,27 @@ void *fut__obj_alloc(int large); /* NULL when out of memory */
 void fut__obj_free(void *p, int large); /* NULL is a no-op */
 
 /* future.c */
-/* What fut_raise recorded in the call in progress on this thread (work,
- * continuation or coroutine); a coroutine keeps its own across switches. */
-struct fut__raised {
-    int active;    /* a work, continuation or coroutine call is in progress */
-    int code;      /* 0: nothing raised */
-    char *message; /* owned */
+/* A call in progress on this thread: a work function, a continuation or a
+ * coroutine. fut_raise records into the innermost one, fut_cancelled asks
+ * about its work. A record lives in the frame of whoever makes the call
+ * (a coroutine's in its struct fut__coro); calls nest (a wait that helps
+ * run jobs), through outer. A coroutine's record is made current by the
+ * dispatcher each time it resumes it, and the dispatcher's own put back
+ * after, so switching costs one pointer. */
+struct fut__call {
+    struct fut__call *outer; /* the call this one runs inside, or NULL */
+    struct fut_future *work; /* whose cancel fut_cancelled reports, or NULL */
+    int code;                /* 0: nothing raised */
+    char *message;           /* owned */
 };
-extern _Thread_local struct fut__raised fut__raised;
-extern _Thread_local struct fut_future *fut__current_work; /* for fut_cancelled */
-/* Start a call (returns the outer call's record, calls nest) and end it
- * (returns what it raised, puts the outer one back). */
-struct fut__raised fut__call_begin(void);
-struct fut__raised fut__call_end(struct fut__raised outer);
-/* Settle d with a call's return value, or with what it raised. */
-void fut__settle_from_call(struct fut_future *d, void *value, struct fut__raised r);
+extern _Thread_local struct fut__call *fut__call_cur; /* NULL: no call in progress */
+/* Start call c for work (NULL: the outer call's work) and make it
+ * current; end it (the outer one is current again). */
+void fut__call_begin(struct fut__call *c, struct fut_future *work);
+void fut__call_end(struct fut__call *c);
+/* Settle d with a call's return value, or with what it raised (the
+ * message passes to d). */
+void fut__settle_from_call(struct fut_future *d, void *value, struct fut__call *c);
 /* Settle f if pending (msg is taken over when owned). 0 or EALREADY. */
 int fut__settle(struct fut_future *f, unsigned to, void *value, int code, char *msg, int owned);
 struct fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs);
