@@ -1,4 +1,4 @@
-/* test_coro.c - coroutines: fut_run and fut_async results and errors, await of settled futures without a switch, yields interleaving in order, await outside coroutines (plain thread, continuation, own future), bad arguments, up to 100,000 coroutines alive at once each awaiting a sleep and a pool job, a 1,000-deep await chain, errors crossing three levels of awaits, awaits racing a pool thread's settle (10,000 rounds), awaits of another runtime's futures with our runtime freed at once (200 cycles), cancel before start / while suspended / of a yield loop / after finish, runtime shutdown with suspended coroutines, stack reuse without leaks, stack size, and a stack overflow dying at the guard. */
+/* test_coro.c - coroutines: fut_run and fut_async results and errors, await of settled futures without a switch, yields interleaving in order, await outside coroutines (plain thread, continuation, own future), bad arguments, up to 100,000 coroutines alive at once each awaiting a sleep and a pool job, a 1,000-deep await chain, errors crossing three levels of awaits, each coroutine's fut_raise and fut_cancelled kept across switches (interleaved with continuations and work functions that raise), awaits racing a pool thread's settle (10,000 rounds), awaits of another runtime's futures with our runtime freed at once (200 cycles), cancel before start / while suspended / of a yield loop / after finish, runtime shutdown with suspended coroutines, stack reuse without leaks, stack size, and a stack overflow dying at the guard. */
 #include "testutil.h"
 
 #include <signal.h>
@@ -400,6 +400,91 @@ START_TEST(test_chains)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Each coroutine's fut_raise and fut_cancelled are its own across switches:
+ * two raisers interleaved by yields and awaits, a clean one between them,
+ * a continuation raising on the dispatcher meanwhile, a work function
+ * raising on the pool, and fut_cancelled in a cancelled yield loop.
+ * ---------------------------------------------------------------------- */
+
+static void *catch_raise(int code, const char *message, void *arg)
+{
+    (void)arg;
+    TU_WCHECK(code == ENOSPC && strcmp(message, "from a work function") == 0);
+    return fut_raise(EINVAL, "from a continuation");
+}
+
+static void *work_raise(void *arg)
+{
+    (void)arg;
+    return fut_raise(ENOSPC, "from a work function");
+}
+
+/* arg: the error to raise first (0: none); every step yields or awaits. */
+static void *interleaved(void *arg)
+{
+    int code = (int)(intptr_t)arg, err = 0;
+    fut_future *w, *t;
+
+    TU_WCHECK(!fut_cancelled());
+    if (code != 0)
+        fut_raise(code, "raised %d before the switches", code);
+    for (int i = 0; i < 50; i++) {
+        TU_WCHECK(fut_yield() == 0);
+        w = fut_submit(g_rt, work_raise, NULL); /* pending: a real suspension */
+        TU_WCHECK(fut_await(w, &err) == NULL && err == ENOSPC);
+        TU_WCHECK(strcmp(fut_message(w), "from a work function") == 0);
+        t = fut_catch(w, catch_raise, NULL);
+        TU_WCHECK(fut_await(t, &err) == NULL && err == EINVAL);
+        TU_WCHECK(strcmp(fut_message(t), "from a continuation") == 0);
+        fut_release(t);
+        fut_release(w);
+    }
+    return TU_PTR(7);
+}
+
+static volatile int loop_saw_cancelled = -1;
+
+static void *cancelled_loop(void *arg)
+{
+    (void)arg;
+    TU_WCHECK(!fut_cancelled());
+    while (fut_yield() == 0)
+        ;
+    loop_saw_cancelled = fut_cancelled();
+    return NULL;
+}
+
+START_TEST(test_call_records)
+{
+    fut_future *f[3], *loop;
+    int err;
+
+    g_rt = tu_rt_new(2);
+    f[0] = fut_async(g_rt, interleaved, TU_PTR(EIO));
+    f[1] = fut_async(g_rt, interleaved, TU_PTR(0));
+    f[2] = fut_async(g_rt, interleaved, TU_PTR(EPERM));
+    loop = fut_async(g_rt, cancelled_loop, NULL);
+    ck_assert(f[0] && f[1] && f[2] && loop);
+    ck_assert_ptr_null(fut_await(f[0], &err));
+    ck_assert_int_eq(err, EIO);
+    ck_assert_str_eq(fut_message(f[0]), "raised 5 before the switches");
+    ck_assert_ptr_eq(fut_await(f[1], &err), TU_PTR(7));
+    ck_assert_int_eq(err, 0);
+    ck_assert_ptr_null(fut_await(f[2], &err));
+    ck_assert_int_eq(err, EPERM);
+    ck_assert_str_eq(fut_message(f[2]), "raised 1 before the switches");
+    ck_assert_int_eq(fut_cancel(loop), 0);
+    ck_assert_int_eq(fut_wait(loop, -1), 0);
+    for (int i = 0; i < 3; i++)
+        fut_release(f[i]);
+    fut_release(loop);
+    tu_rt_finish(g_rt); /* the loop has returned by now */
+    ck_assert_int_eq(loop_saw_cancelled, 1);
+    TU_ASSERT_NO_WFAIL();
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * An await racing the settle by a pool thread, 10,000 rounds
  * ---------------------------------------------------------------------- */
 
@@ -731,6 +816,7 @@ static Suite *coro_suite(void)
     tc = tu_tcase(s, "many", 120);
     tcase_add_test(tc, test_many_alive);
     tcase_add_test(tc, test_chains);
+    tcase_add_test(tc, test_call_records);
     tcase_add_test(tc, test_await_races_settle);
     tcase_add_test(tc, test_await_other_runtime);
 
