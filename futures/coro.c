@@ -441,12 +441,9 @@ int fut_yield(void)
     if (co == NULL)
         return EPERM;
     rt = co->rt;
-    if (fut__unlikely(co->cancel || atomic_load_explicit(&rt->stopping, memory_order_acquire))) {
-        /* No suspension: the answer now, as fut__coro_wake gives it. */
-        co->why = FUT__CORO_YIELD;
-        return (int)(intptr_t)fut__coro_wake(rt, co);
-    }
     co->why = FUT__CORO_YIELD;
+    if (fut__unlikely(co->cancel || atomic_load_explicit(&rt->stopping, memory_order_acquire)))
+        return (int)(intptr_t)fut__coro_wake(rt, co); /* no suspension: the answer now */
     fut__append_local(rt, fut__entry_coro_of(&co->run_task)); /* behind everything queued now */
     return suspend_yield(rt, co); /* fut__coro_wake (or nothing) gives the result */
 }

@@ -221,17 +221,16 @@ int fut__blocking_submit(struct fut_pool *pool, fut_pool_job *job, fut_pool_fn f
     job->fn_ = fn;
     job->next_ = NULL;
     fut__lock(&b->lock);
-    /* Draining: only the pool's own jobs may submit. An outside submit
-     * that checked the state before the drain began is refused here, under
-     * the lock: otherwise it could land after the drain found the lane
-     * empty, and run when the compute inbox is closed, so that its own
-     * submits would be refused (drain's promise is that jobs may submit).
-     * The drain stores POOL_DRAINING before it looks at this queue under
-     * this lock, so a submit after that look sees it. */
-    if (b->closed || (atomic_load_explicit(&pool->state, memory_order_acquire) == POOL_DRAINING &&
-                      fut__current_pool != pool)) {
+    /* The state again, under the lock: an outside submit that checked it
+     * before a drain began must not land after the drain found this lane
+     * empty (its job would run after the compute inbox closed, and its own
+     * submits would be refused against drain's promise). The drain stores
+     * POOL_DRAINING before it looks at this queue under this lock, so a
+     * submit after that look sees it. */
+    rc = b->closed ? ESHUTDOWN : fut__pool_submit_refused(pool);
+    if (rc != 0) {
         fut__unlock(&b->lock);
-        return ESHUTDOWN;
+        return rc;
     }
     if (b->head == NULL)
         b->head = job;

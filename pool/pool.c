@@ -439,24 +439,47 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Append the chain first..last (n jobs, in order) to the FIFO; the
+ * caller holds the lock. */
+static void fifo_append(struct fut__compute *c, fut_pool_job *first, fut_pool_job *last,
+                        uint64_t n)
+{
+    if (c->head == NULL)
+        c->head = first;
+    else
+        c->tail->next_ = first;
+    c->tail = last;
+    atomic_fetch_add_explicit(&c->grabbed, n, memory_order_relaxed);
+}
+
+/* Close the inbox, so that a racing push either landed or fails, and move
+ * what it held to the FIFO; the caller holds the lock, as for every
+ * removal from the inbox (fut_pool_stats_get walks it). */
+static void close_inbox(struct fut__compute *c)
+{
+    fut_pool_job *rest = atomic_exchange_explicit(&c->inbox, FUT__CLOSED, memory_order_acq_rel);
+    fut_pool_job *last;
+    uint64_t n;
+
+    if (rest != NULL && rest != FUT__CLOSED) {
+        rest = reverse(rest, &last, &n);
+        fifo_append(c, rest, last, n);
+    }
+}
+
 /* The inbox is closed. While the pool drains, its own jobs may still
  * submit (drain's promise): theirs go straight to the FIFO. */
 static int submit_closed(struct fut_pool *pool, fut_pool_job *job)
 {
     struct fut__compute *c = &pool->c;
     struct fut__worker *w;
+    int rc = fut__pool_submit_refused(pool);
 
-    if (atomic_load_explicit(&pool->state, memory_order_acquire) != POOL_DRAINING ||
-        fut__current_pool != pool)
-        return ESHUTDOWN;
+    if (rc != 0)
+        return rc;
     job->next_ = NULL;
     fut__lock(&c->lock);
-    if (c->head == NULL)
-        c->head = job;
-    else
-        c->tail->next_ = job;
-    c->tail = job;
-    atomic_fetch_add_explicit(&c->grabbed, 1, memory_order_relaxed);
+    fifo_append(c, job, job, 1);
     w = pop_sleeper(c);
     fut__unlock(&c->lock);
     if (w != NULL)
@@ -600,8 +623,7 @@ unsigned fut_pool_compute_threads(const fut_pool *pool)
     return pool == NULL ? 0 : pool->c.nthreads;
 }
 
-/* Whether a submit may proceed: 0 or the error to return. */
-static int submit_refused(struct fut_pool *pool)
+int fut__pool_submit_refused(struct fut_pool *pool)
 {
     int st;
 
@@ -621,7 +643,7 @@ int fut_pool_submit(fut_pool *pool, int lane, fut_pool_job *job, fut_pool_fn fn)
         return EINVAL;
     if (fut__unlikely(atomic_load_explicit(&pool->state, memory_order_relaxed) != POOL_RUNNING ||
                       forked(pool))) {
-        if ((rc = submit_refused(pool)) != 0)
+        if ((rc = fut__pool_submit_refused(pool)) != 0)
             return rc;
     }
     if (lane == FUT_LANE_COMPUTE)
@@ -736,26 +758,13 @@ static uint64_t chain_len(const fut_pool_job *j)
 static void cancel_compute_queue(struct fut_pool *pool)
 {
     struct fut__compute *c = &pool->c;
-    fut_pool_job *fifo, *rest, *tail;
+    fut_pool_job *fifo;
     uint64_t n;
 
-    /* Close and take what was pushed: a racing push lands here or fails.
-     * Under the lock, as every removal from the inbox (fut_pool_stats_get
-     * walks it). */
     fut__lock(&c->lock);
-    rest = atomic_exchange_explicit(&c->inbox, FUT__CLOSED, memory_order_acq_rel);
-    if (rest == FUT__CLOSED)
-        rest = NULL;
+    close_inbox(c);
     fifo = c->head;
     c->head = NULL;
-    if (rest != NULL) {
-        rest = reverse(rest, &tail, &n);
-        atomic_fetch_add_explicit(&c->grabbed, n, memory_order_relaxed);
-        if (fifo != NULL)
-            c->tail->next_ = rest;
-        else
-            fifo = rest;
-    }
     /* Counted as taken before the lock is released, as every removal, so
      * that quiescent() never sees the jobs neither queued nor taken. */
     n = chain_len(fifo);
@@ -782,26 +791,14 @@ static void cancel_blocking_queue(struct fut_pool *pool)
 static void drain(struct fut_pool *pool)
 {
     struct fut__compute *c = &pool->c;
-    fut_pool_job *rest, *tail;
-    uint64_t n;
 
     atomic_store_explicit(&pool->state, POOL_DRAINING, memory_order_seq_cst);
     /* Close the inbox now: from here on an outside submit fails, also one
      * that checked the state before it changed (a check cannot be atomic
      * with the push), and the pool's own jobs submit into the FIFO
-     * (submit_closed). What was pushed moves to the FIFO, under the lock
-     * as every removal from the inbox. */
+     * (submit_closed). */
     fut__lock(&c->lock);
-    rest = atomic_exchange_explicit(&c->inbox, FUT__CLOSED, memory_order_acq_rel);
-    if (rest != NULL && rest != FUT__CLOSED) {
-        rest = reverse(rest, &tail, &n);
-        atomic_fetch_add_explicit(&c->grabbed, n, memory_order_relaxed);
-        if (c->head != NULL)
-            c->tail->next_ = rest;
-        else
-            c->head = rest;
-        c->tail = tail;
-    }
+    close_inbox(c);
     fut__unlock(&c->lock);
     wake_all(c);
     /* The blocking lane refuses outside submits while we drain (blocking.c,

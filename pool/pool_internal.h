@@ -118,6 +118,11 @@ extern _Thread_local struct fut_pool *fut__current_pool;
 /* Set on compute workers (the pool is fut__current_pool). */
 extern _Thread_local int fut__compute_worker;
 
+/* Whether the calling thread may submit to pool now: 0, or the error to
+ * return (ESHUTDOWN; FUT_EFORKED in a forked child). While the pool
+ * drains only its own jobs may submit. */
+int fut__pool_submit_refused(struct fut_pool *pool);
+
 /* Run one queued batch of pool's compute jobs on the calling thread.
  * Returns 1 if it ran one, 0 if none was queued. For waits on a compute
  * worker, which must keep the pool moving instead of blocking it. */

@@ -11,6 +11,7 @@
 #endif
 
 #include "futures/coro_ctx.h"
+#include "coro_ctx_checks.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -23,7 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NOINLINE __attribute__((noinline))
 #define STACK (32u * 1024u)
 
 static int failures;
@@ -58,57 +58,26 @@ static void coro_release(coro *c)
     fut__stack_put(&cache, c->stack);
 }
 
-/* ---- values through the switch ------------------------------------------ */
-
-static coro tv;
-static unsigned long tv_bad, tv_ints;
-
-/* Tail calls: their callers get the value straight from the switch. */
-static NOINLINE void *tv_wait(void *reply)
-{
-    return fut__ctx_transfer(&tv.ctx, &main_ctx, reply);
-}
-
-static NOINLINE int tv_wait_int(void)
-{
-    return fut__ctx_transfer_int(&tv.ctx, &main_ctx);
-}
-
-static void tv_entry(void *arg)
-{
-    uintptr_t v = (uintptr_t)tv_wait(NULL);
-    unsigned long k;
-
-    (void)arg;
-    for (k = 1; k <= 10000; k++) {
-        tv_bad += v != k * 7u;
-        v = (uintptr_t)tv_wait((void *)(uintptr_t)(k * 3u));
-    }
-    tv_bad += v != 0;
-    for (k = 1; k <= 10000; k++)
-        tv_ints += tv_wait_int() == -(int)k;
-    fut__ctx_exit(&tv.ctx, &main_ctx);
-}
+/* ---- values through the switch (coro_ctx_checks.h) ---------------------- */
 
 static void check_transfer(void)
 {
-    unsigned long k, bad = 0;
+    static coro tv;
+    struct ctx_xfer x = { 0 };
+    long bad;
     char d[96];
 
-    if (coro_make(&tv, tv_entry, NULL) != 0) {
+    if (coro_make(&tv, ctx_xfer_entry, &x) != 0) {
         report("transfer", 0, "make failed");
         return;
     }
-    bad += fut__ctx_transfer(&main_ctx, &tv.ctx, (void *)1) != NULL;
-    for (k = 1; k <= 10000; k++)
-        bad += (uintptr_t)fut__ctx_transfer(&main_ctx, &tv.ctx, (void *)(uintptr_t)(k * 7u)) != k * 3u;
-    (void)fut__ctx_transfer(&main_ctx, &tv.ctx, NULL);
-    for (k = 1; k <= 10000; k++) /* the int view gets the low half */
-        (void)fut__ctx_transfer(&main_ctx, &tv.ctx,
-                                (void *)(uintptr_t)((UINT64_C(0xdead) << 32) | (uint32_t) - (int)k));
+    x.self = &tv.ctx;
+    x.main = &main_ctx;
+    x.n = 10000;
+    bad = ctx_xfer_drive(&x);
     coro_release(&tv);
-    snprintf(d, sizeof d, "%lu wrong values, %lu of 10000 ints", bad + tv_bad, tv_ints);
-    report("transfer", bad + tv_bad == 0 && tv_ints == 10000, d);
+    snprintf(d, sizeof d, "%ld wrong values, %ld of 10000 ints", bad + x.bad, x.ints);
+    report("transfer", bad + x.bad == 0 && x.ints == 10000 && x.exited, d);
 }
 
 /* ---- ping-pong ---------------------------------------------------------- */
@@ -201,69 +170,14 @@ static void check_chain(void)
     report("chain", chain_seq == 200L * CHAIN && chain_bad == 0 && chain_exited == CHAIN, d);
 }
 
-/* ---- callee-saved registers ----------------------------------------------- */
+/* ---- callee-saved registers (coro_ctx_checks.h) -------------------------- */
 
 #define REGS_ROUNDS 1000
 
 typedef struct regs_co {
     coro co;
-    struct fut__ctx *peer;
-    volatile uint64_t seed;
-    long errors, rounds;
+    struct ctx_regs r;
 } regs_co;
-
-static NOINLINE void garble_and_switch(struct fut__ctx *from, struct fut__ctx *to)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("movabsq $0x5a5a5a5a5a5a5a5a, %%rbx\n\t"
-                     "movq %%rbx, %%r12\n\t" "movq %%rbx, %%r13\n\t"
-                     "movq %%rbx, %%r14\n\t" "movq %%rbx, %%r15\n\t"
-                     ::: "rbx", "r12", "r13", "r14", "r15", "memory");
-#elif defined(__aarch64__)
-    __asm__ volatile("movz x19, #0x5a5a\n\t"
-                     "mov x20, x19\n\t" "mov x21, x19\n\t" "mov x22, x19\n\t"
-                     "mov x23, x19\n\t" "mov x24, x19\n\t" "mov x25, x19\n\t"
-                     "mov x26, x19\n\t" "mov x27, x19\n\t" "mov x28, x19\n\t"
-                     "fmov d8, x19\n\t" "fmov d9, x19\n\t" "fmov d10, x19\n\t"
-                     "fmov d11, x19\n\t" "fmov d12, x19\n\t" "fmov d13, x19\n\t"
-                     "fmov d14, x19\n\t" "fmov d15, x19\n\t"
-                     ::: "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
-                         "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15",
-                         "memory");
-#endif
-    fut__ctx_switch(from, to);
-}
-
-#define IV(s, k, r) ((long long)((s) * (0x100000001b3ull + (k)) + (k) * 7u) + (r) * ((k) + 1))
-#define DV(s, k, r) ((double)((s) % 1000003u) * (0.5 + (k)) + (double)(r) * (0.25 * ((k) + 1)))
-
-static NOINLINE long keep_live(regs_co *me, long rounds)
-{
-    uint64_t s = me->seed;
-    long long i0 = IV(s, 0, 0), i1 = IV(s, 1, 0), i2 = IV(s, 2, 0), i3 = IV(s, 3, 0);
-    long long i4 = IV(s, 4, 0), i5 = IV(s, 5, 0), i6 = IV(s, 6, 0), i7 = IV(s, 7, 0);
-    double d0 = DV(s, 0, 0), d1 = DV(s, 1, 0), d2 = DV(s, 2, 0), d3 = DV(s, 3, 0);
-    double d4 = DV(s, 4, 0), d5 = DV(s, 5, 0), d6 = DV(s, 6, 0), d7 = DV(s, 7, 0);
-    long errors = 0;
-
-    for (long r = 0; r < rounds; r++) {
-        uint64_t t;
-
-        garble_and_switch(&me->co.ctx, me->peer);
-        me->rounds++;
-        t = me->seed;
-        errors += i0 != IV(t, 0, r) || i1 != IV(t, 1, r) || i2 != IV(t, 2, r) ||
-                  i3 != IV(t, 3, r) || i4 != IV(t, 4, r) || i5 != IV(t, 5, r) ||
-                  i6 != IV(t, 6, r) || i7 != IV(t, 7, r);
-        errors += d0 != DV(t, 0, r) || d1 != DV(t, 1, r) || d2 != DV(t, 2, r) ||
-                  d3 != DV(t, 3, r) || d4 != DV(t, 4, r) || d5 != DV(t, 5, r) ||
-                  d6 != DV(t, 6, r) || d7 != DV(t, 7, r);
-        i0 += 1; i1 += 2; i2 += 3; i3 += 4; i4 += 5; i5 += 6; i6 += 7; i7 += 8;
-        d0 += 0.25; d1 += 0.5; d2 += 0.75; d3 += 1.0;
-        d4 += 1.25; d5 += 1.5; d6 += 1.75; d7 += 2.0;
-    }
-    return errors;
-}
 
 static regs_co ra, rb;
 
@@ -271,7 +185,7 @@ static void regs_entry(void *arg)
 {
     regs_co *me = arg;
 
-    me->errors = keep_live(me, REGS_ROUNDS);
+    ctx_keep_live(&me->r, REGS_ROUNDS);
     fut__ctx_exit(&me->co.ctx, &main_ctx);
 }
 
@@ -279,22 +193,24 @@ static void check_callee_saved(void)
 {
     char d[128];
 
-    ra.seed = 0x0123456789abcdefull;
-    rb.seed = 0x7766554433221100ull;
+    ra.r.seed = 0x0123456789abcdefull;
+    rb.r.seed = 0x7766554433221100ull;
     if (coro_make(&ra.co, regs_entry, &ra) != 0 || coro_make(&rb.co, regs_entry, &rb) != 0) {
         report("callee_saved", 0, "make failed");
         return;
     }
-    ra.peer = &rb.co.ctx;
-    rb.peer = &ra.co.ctx;
-    garble_and_switch(&main_ctx, &ra.co.ctx);
-    garble_and_switch(&main_ctx, &rb.co.ctx);
+    ra.r.self = &ra.co.ctx;
+    rb.r.self = &rb.co.ctx;
+    ra.r.peer = &rb.co.ctx;
+    rb.r.peer = &ra.co.ctx;
+    ctx_garble_and_switch(&main_ctx, &ra.co.ctx);
+    ctx_garble_and_switch(&main_ctx, &rb.co.ctx);
     coro_release(&ra.co);
     coro_release(&rb.co);
-    snprintf(d, sizeof d, "rounds %ld/%ld, rounds with changed values %ld/%ld", ra.rounds,
-             rb.rounds, ra.errors, rb.errors);
-    report("callee_saved", ra.rounds == REGS_ROUNDS && rb.rounds == REGS_ROUNDS &&
-                               ra.errors == 0 && rb.errors == 0, d);
+    snprintf(d, sizeof d, "rounds %ld/%ld, rounds with changed values %ld/%ld", ra.r.rounds,
+             rb.r.rounds, ra.r.errors, rb.r.errors);
+    report("callee_saved", ra.r.rounds == REGS_ROUNDS && rb.r.rounds == REGS_ROUNDS &&
+                               ra.r.errors == 0 && rb.r.errors == 0, d);
 }
 
 /* ---- alignment and libc ------------------------------------------------- */

@@ -3,11 +3,10 @@
 
 #include "config.h"
 #include "futures/coro_ctx.h"
+#include "coro_ctx_checks.h"
 
 #include <limits.h>
 #include <sys/mman.h>
-
-#define NOINLINE __attribute__((noinline))
 
 /* Stack size for the tests' coroutines: small, so that 10,000 fit. */
 #define SMALL_STACK (32u * 1024u)
@@ -109,75 +108,27 @@ END_TEST
 
 #define TRANSFER_N 200000L
 
-typedef struct transfer {
-    coro co;
-    struct fut__ctx main;
-    long bad;      /* values the coroutine got wrong */
-    long got_int;  /* ints it got right */
-    int exited;
-} transfer;
-
-/* Tail calls: their callers get the value straight from the switch. */
-static NOINLINE void *transfer_wait(transfer *t, void *reply)
-{
-    return fut__ctx_transfer(&t->co.ctx, &t->main, reply);
-}
-
-static NOINLINE int transfer_wait_int(transfer *t)
-{
-    return fut__ctx_transfer_int(&t->co.ctx, &t->main);
-}
-
-static void transfer_entry(void *arg)
-{
-    transfer *t = arg;
-    long k = 1;                             /* a callee-saved local across every switch */
-    uintptr_t v = (uintptr_t)transfer_wait(t, NULL); /* main's first value */
-
-    for (; k <= TRANSFER_N; k++) {
-        if (v != (uintptr_t)k * 7u)
-            t->bad++;
-        v = (uintptr_t)transfer_wait(t, (void *)((uintptr_t)k * 3u));
-    }
-    if (v != 0) /* main's end of the first part */
-        t->bad++;
-    for (k = 1; k <= TRANSFER_N; k++) {
-        int n = transfer_wait_int(t);
-
-        if (n == (int)-k)
-            t->got_int++;
-    }
-    t->exited = 1;
-    fut__ctx_exit(&t->co.ctx, &t->main);
-}
-
 START_TEST(test_transfer_values)
 {
     struct fut__stack_cache sc;
-    transfer *t = calloc(1, sizeof *t);
-    void *r;
-    long k;
+    struct fut__ctx main_ctx;
+    struct ctx_xfer x = { 0 };
+    coro c;
+    long bad;
 
-    ck_assert_ptr_nonnull(t);
     cache_init(&sc, SMALL_STACK, 1);
-    fut__ctx_init_current(&t->main);
-    coro_make(&t->co, &sc, &t->main, transfer_entry, t);
-    r = fut__ctx_transfer(&t->main, &t->co.ctx, (void *)1234); /* a first entry ignores it */
-    ck_assert_ptr_null(r);
-    for (k = 1; k <= TRANSFER_N; k++) {
-        r = fut__ctx_transfer(&t->main, &t->co.ctx, (void *)((uintptr_t)k * 7u));
-        TU_REQUIRE((uintptr_t)r == (uintptr_t)k * 3u, "round %ld: got %p", k, r);
-    }
-    (void)fut__ctx_transfer(&t->main, &t->co.ctx, NULL); /* what the int view hands back is undefined */
-    ck_assert_int_eq(t->bad, 0);
-    for (k = 1; k <= TRANSFER_N; k++) /* the int view gets the low half */
-        (void)fut__ctx_transfer(&t->main, &t->co.ctx,
-                                (void *)(uintptr_t)((UINT64_C(0xdead) << 32) | (uint32_t)-k));
-    ck_assert_int_eq(t->exited, 1);
-    ck_assert_int_eq(t->got_int, TRANSFER_N);
-    coro_release(&t->co, &sc);
+    fut__ctx_init_current(&main_ctx);
+    coro_make(&c, &sc, &main_ctx, ctx_xfer_entry, &x);
+    x.self = &c.ctx;
+    x.main = &main_ctx;
+    x.n = TRANSFER_N;
+    bad = ctx_xfer_drive(&x);
+    ck_assert_int_eq(bad, 0);
+    ck_assert_int_eq(x.bad, 0);
+    ck_assert_int_eq(x.exited, 1);
+    ck_assert_int_eq(x.ints, TRANSFER_N);
+    coro_release(&c, &sc);
     fut__stack_cache_destroy(&sc);
-    free(t);
 }
 END_TEST
 
@@ -352,76 +303,14 @@ END_TEST
 
 typedef struct regs_co {
     coro co;
-    struct fut__ctx *peer;  /* the other coroutine */
-    volatile uint64_t seed; /* re-read after each switch: the expected values */
-    long errors;            /* values found changed after a switch */
-    long rounds;            /* switches made */
+    struct ctx_regs r;
 } regs_co;
-
-/* Put garbage in every callee-saved register the switch must restore,
- * then switch. The clobbers make the compiler keep nothing of its own in
- * them across the asm (and save them for our caller). */
-static NOINLINE void garble_and_switch(struct fut__ctx *from, struct fut__ctx *to)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("movabsq $0x5a5a5a5a5a5a5a5a, %%rbx\n\t"
-                     "movq %%rbx, %%r12\n\t"
-                     "movq %%rbx, %%r13\n\t"
-                     "movq %%rbx, %%r14\n\t"
-                     "movq %%rbx, %%r15\n\t"
-                     ::: "rbx", "r12", "r13", "r14", "r15", "memory");
-#elif defined(__aarch64__)
-    __asm__ volatile("movz x19, #0x5a5a\n\t"
-                     "mov x20, x19\n\t" "mov x21, x19\n\t" "mov x22, x19\n\t"
-                     "mov x23, x19\n\t" "mov x24, x19\n\t" "mov x25, x19\n\t"
-                     "mov x26, x19\n\t" "mov x27, x19\n\t" "mov x28, x19\n\t"
-                     "fmov d8, x19\n\t" "fmov d9, x19\n\t" "fmov d10, x19\n\t"
-                     "fmov d11, x19\n\t" "fmov d12, x19\n\t" "fmov d13, x19\n\t"
-                     "fmov d14, x19\n\t" "fmov d15, x19\n\t"
-                     ::: "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
-                         "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15",
-                         "memory");
-#endif
-    fut__ctx_switch(from, to);
-}
-
-/* Values derived from the seed at round r: integers and doubles. */
-#define IV(s, k, r) ((long long)((s) * (0x100000001b3ull + (k)) + (k) * 7u) + (r) * ((k) + 1))
-#define DV(s, k, r) ((double)((s) % 1000003u) * (0.5 + (k)) + (double)(r) * (0.25 * ((k) + 1)))
-
-static NOINLINE long keep_live(regs_co *me, long rounds)
-{
-    uint64_t s = me->seed;
-    long long i0 = IV(s, 0, 0), i1 = IV(s, 1, 0), i2 = IV(s, 2, 0), i3 = IV(s, 3, 0);
-    long long i4 = IV(s, 4, 0), i5 = IV(s, 5, 0), i6 = IV(s, 6, 0), i7 = IV(s, 7, 0);
-    double d0 = DV(s, 0, 0), d1 = DV(s, 1, 0), d2 = DV(s, 2, 0), d3 = DV(s, 3, 0);
-    double d4 = DV(s, 4, 0), d5 = DV(s, 5, 0), d6 = DV(s, 6, 0), d7 = DV(s, 7, 0);
-    long errors = 0;
-
-    for (long r = 0; r < rounds; r++) {
-        uint64_t t;
-
-        garble_and_switch(&me->co.ctx, me->peer);
-        me->rounds++;
-        t = me->seed; /* volatile: recomputed, not the registers' copies */
-        errors += i0 != IV(t, 0, r) || i1 != IV(t, 1, r) || i2 != IV(t, 2, r) ||
-                  i3 != IV(t, 3, r) || i4 != IV(t, 4, r) || i5 != IV(t, 5, r) ||
-                  i6 != IV(t, 6, r) || i7 != IV(t, 7, r);
-        errors += d0 != DV(t, 0, r) || d1 != DV(t, 1, r) || d2 != DV(t, 2, r) ||
-                  d3 != DV(t, 3, r) || d4 != DV(t, 4, r) || d5 != DV(t, 5, r) ||
-                  d6 != DV(t, 6, r) || d7 != DV(t, 7, r);
-        i0 += 1; i1 += 2; i2 += 3; i3 += 4; i4 += 5; i5 += 6; i6 += 7; i7 += 8;
-        d0 += 0.25; d1 += 0.5; d2 += 0.75; d3 += 1.0;
-        d4 += 1.25; d5 += 1.5; d6 += 1.75; d7 += 2.0;
-    }
-    return errors;
-}
 
 static void regs_entry(void *arg)
 {
     regs_co *me = arg;
 
-    me->errors = keep_live(me, REGS_ROUNDS);
+    ctx_keep_live(&me->r, REGS_ROUNDS);
     fut__ctx_exit(&me->co.ctx, me->co.home);
 }
 
@@ -432,31 +321,33 @@ START_TEST(test_callee_saved)
     regs_co *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     volatile uint64_t main_seed = 0xfeedfacecafebeefull;
     uint64_t ms = main_seed;
-    long long m0 = IV(ms, 0, 0), m1 = IV(ms, 1, 0);
-    double e0 = DV(ms, 0, 0), e1 = DV(ms, 1, 0);
+    long long m0 = CTX_IV(ms, 0, 0), m1 = CTX_IV(ms, 1, 0);
+    double e0 = CTX_DV(ms, 0, 0), e1 = CTX_DV(ms, 1, 0);
 
     ck_assert_ptr_nonnull(a);
     ck_assert_ptr_nonnull(b);
     cache_init(&sc, SMALL_STACK, 2);
     fut__ctx_init_current(&main_ctx);
-    a->seed = 0x0123456789abcdefull;
-    b->seed = 0x7766554433221100ull;
+    a->r.seed = 0x0123456789abcdefull;
+    b->r.seed = 0x7766554433221100ull;
     coro_make(&a->co, &sc, &main_ctx, regs_entry, a);
     coro_make(&b->co, &sc, &main_ctx, regs_entry, b);
-    a->peer = &b->co.ctx;
-    b->peer = &a->co.ctx;
+    a->r.self = &a->co.ctx;
+    b->r.self = &b->co.ctx;
+    a->r.peer = &b->co.ctx;
+    b->r.peer = &a->co.ctx;
     /* a and b switch to each other REGS_ROUNDS times each; a finishes
      * first (back to main), then b is resumed to finish. */
-    garble_and_switch(&main_ctx, &a->co.ctx);
-    ck_assert_int_eq(a->rounds, REGS_ROUNDS);
-    ck_assert_int_eq(b->rounds, REGS_ROUNDS - 1);
-    garble_and_switch(&main_ctx, &b->co.ctx);
-    ck_assert_int_eq(b->rounds, REGS_ROUNDS);
-    ck_assert_msg(a->errors == 0, "coroutine a: %ld rounds with changed values", a->errors);
-    ck_assert_msg(b->errors == 0, "coroutine b: %ld rounds with changed values", b->errors);
+    ctx_garble_and_switch(&main_ctx, &a->co.ctx);
+    ck_assert_int_eq(a->r.rounds, REGS_ROUNDS);
+    ck_assert_int_eq(b->r.rounds, REGS_ROUNDS - 1);
+    ctx_garble_and_switch(&main_ctx, &b->co.ctx);
+    ck_assert_int_eq(b->r.rounds, REGS_ROUNDS);
+    ck_assert_msg(a->r.errors == 0, "coroutine a: %ld rounds with changed values", a->r.errors);
+    ck_assert_msg(b->r.errors == 0, "coroutine b: %ld rounds with changed values", b->r.errors);
     ms = main_seed;
-    ck_assert_msg(m0 == IV(ms, 0, 0) && m1 == IV(ms, 1, 0) && e0 == DV(ms, 0, 0) &&
-                      e1 == DV(ms, 1, 0),
+    ck_assert_msg(m0 == CTX_IV(ms, 0, 0) && m1 == CTX_IV(ms, 1, 0) && e0 == CTX_DV(ms, 0, 0) &&
+                      e1 == CTX_DV(ms, 1, 0),
                   "the thread's own context lost values across its switches");
     coro_release(&a->co, &sc);
     coro_release(&b->co, &sc);
