@@ -172,9 +172,7 @@ static void link_fired(struct fut__task *node)
             /* Time out only if the future was still pending: one that
              * settled first (its link not yet run) keeps its result, which
              * its own link adopts. No result is lost to a timeout. */
-            char *msg = NULL;
-            if (asprintf(&msg, "timed out after %g s", g->seconds) < 0)
-                msg = NULL;
+            char *msg = fut__asprintf("timed out after %g s", g->seconds);
             fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
         }
         /* a cancelled sleep: our own doing, after child 0 settled */

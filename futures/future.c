@@ -66,11 +66,7 @@ _Thread_local struct fut__call *fut__call_cur;
 
 static char *vformat(const char *fmt, va_list ap)
 {
-    char *s = NULL;
-
-    if (fmt == NULL || vasprintf(&s, fmt, ap) < 0)
-        return NULL;
-    return s;
+    return fut__vasprintf(fmt, ap);
 }
 
 void *fut_raise(int code, const char *fmt, ...)
@@ -387,7 +383,7 @@ void fut__adopt(fut_future *d, fut_future *src)
     }
     fut__observe(src);
     if (fut__message(src) != NULL)
-        msg = strdup(fut__message(src));
+        msg = fut__strdup(fut__message(src));
     settle(d, st, NULL, fut__code(src), msg, 1);
 }
 

@@ -94,8 +94,10 @@ struct fut__stack *fut__stack_new(size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    map = mmap(NULL, guard + usable, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    map = fut__alloc_refused(guard + usable)
+              ? MAP_FAILED
+              : mmap(NULL, guard + usable, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED) {
         fut__free(st);
         errno = ENOMEM;

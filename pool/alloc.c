@@ -1,8 +1,17 @@
-/* alloc.c - internal allocation with a test failure hook. */
+/* alloc.c - internal allocation with a test failure hook: every
+ * allocation the library makes (malloc, calloc, posix_memalign, vasprintf,
+ * strdup, and, through fut__alloc_refused, the mmap of a coroutine stack)
+ * and every thread it starts asks the hooks first. Not the allocator of
+ * futures themselves (futures/mem.c, which asks once per chunk). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "pool/alloc.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static _Atomic(fut__alloc_hook_fn) hook;
 
@@ -44,4 +53,44 @@ void *fut__aligned_alloc(size_t align, size_t size)
 void fut__free(void *p)
 {
     free(p);
+}
+
+char *fut__vasprintf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+
+    if (fmt == NULL || refused(strlen(fmt) + 1) || vasprintf(&s, fmt, ap) < 0)
+        return NULL;
+    return s;
+}
+
+char *fut__asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    s = fut__vasprintf(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+char *fut__strdup(const char *s)
+{
+    if (s == NULL || refused(strlen(s) + 1))
+        return NULL;
+    return strdup(s);
+}
+
+static _Atomic(fut__thread_hook_fn) thread_hook;
+
+void fut__thread_set_hook(fut__thread_hook_fn fn)
+{
+    atomic_store_explicit(&thread_hook, fn, memory_order_release);
+}
+
+int fut__thread_refused(void)
+{
+    fut__thread_hook_fn fn = atomic_load_explicit(&thread_hook, memory_order_acquire);
+    return fn != NULL ? fn() : 0;
 }

@@ -3,6 +3,7 @@
 #ifndef FUT_POOL_ALLOC_H
 #define FUT_POOL_ALLOC_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 /* Test hook: called before each allocation with its size; returning
@@ -21,5 +22,23 @@ void *fut__calloc(size_t n, size_t size);
 /* size bytes aligned to align (a power of two, at least sizeof(void *)). */
 void *fut__aligned_alloc(size_t align, size_t size);
 void fut__free(void *p);
+/* vasprintf and strdup through the hook (the size asked is the format's
+ * or the string's length): NULL when refused or out of memory. Free the
+ * result with fut__free (it is free). */
+char *fut__vasprintf(const char *fmt, va_list ap);
+char *fut__asprintf(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+char *fut__strdup(const char *s);
+
+/* Test hook for thread creation: called before each pthread_create the
+ * library makes; a nonzero return (an errno code) fails that creation
+ * with it, as pthread_create would. The hook may sleep (a slow failure).
+ * NULL restores normal creation. Any thread. */
+typedef int (*fut__thread_hook_fn)(void);
+void fut__thread_set_hook(fut__thread_hook_fn hook);
+int fut__thread_refused(void); /* 0, or the hook's errno code */
 
 #endif

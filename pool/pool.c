@@ -166,6 +166,8 @@ int fut__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
     sigset_t all, old;
     int rc;
 
+    if ((rc = fut__thread_refused()) != 0)
+        return rc;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(t, NULL, fn, arg);
