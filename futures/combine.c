@@ -47,6 +47,8 @@ fut_future *fut_sleep(fut_runtime *rt, double seconds)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
+    if (fut__forked(rt))
+        return fut__forked_future(rt);
     f = fut__future_new(rt, K_SLEEP, 2); /* the caller's and the wheel's */
     if (f == NULL)
         return NULL;
@@ -193,9 +195,14 @@ static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, s
         errno = EINVAL;
         return NULL;
     }
+    for (i = 0; i < n; i++) /* before the runtime check: a fresh runtime's gather of the parent's futures */
+        if (fs[i] != NULL && fut__forked(fs[i]->rt))
+            return fut__forked_future(fs[i]->rt);
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
+    if (fut__forked(rt))
+        return fut__forked_future(rt);
     for (i = 0; i < n; i++) {
         if (fs[i] == NULL || fs[i]->rt != rt) {
             errno = EINVAL;
@@ -284,6 +291,8 @@ fut_future *fut_timeout(fut_future *f, double seconds)
         errno = EINVAL;
         return NULL;
     }
+    if (fut__forked(f->rt))
+        return fut__forked_future(f->rt);
     pair[0] = f;
     pair[1] = fut_sleep(f->rt, seconds);
     if (pair[1] == NULL)

@@ -293,6 +293,8 @@ fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
+    if (fut__forked(rt))
+        return fut__forked_future(rt);
     co = fut__calloc(1, sizeof *co);
     if (co == NULL) {
         errno = ENOMEM;
@@ -396,6 +398,11 @@ void *fut_await(fut_future *f, int *err)
         err = co != NULL ? &co->err_sink : &dummy;
     if ((s & ST_MASK) != FUT_PENDING && (s & ST_MASK) != ST_SETTLING)
         return outcome(f, err);
+    if (fut__forked(f->rt) || (co != NULL && fut__forked(co->rt))) {
+        /* In a forked child: nothing here would settle f or resume us. */
+        *err = FUT_EFORKED;
+        return NULL;
+    }
     if (co == NULL) {
         /* Not in a coroutine: block this thread; not a dispatcher (a
          * continuation there would stop its runtime); a pool worker helps
@@ -441,6 +448,8 @@ int fut_yield(void)
     if (co == NULL)
         return EPERM;
     rt = co->rt;
+    if (fut__forked(rt)) /* fork() from a coroutine: its dispatcher is gone */
+        return FUT_EFORKED;
     co->why = FUT__CORO_YIELD;
     if (fut__unlikely(co->cancel || atomic_load_explicit(&rt->stopping, memory_order_acquire)))
         return (int)(intptr_t)fut__coro_wake(rt, co); /* no suspension: the answer now */
@@ -455,6 +464,8 @@ int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return errno;
+    if (fut__forked(rt))
+        return FUT_EFORKED;
     atomic_store_explicit(&rt->coro_stack_size, bytes, memory_order_seq_cst);
     /* Dekker with fut__coro_rt_init: either it sees our size, or we see
      * that it began. */

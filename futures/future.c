@@ -59,6 +59,8 @@
 
 static const char broken_msg[] = "broken promise: dropped before it settled";
 static const char cancelled_msg[] = "cancelled";
+static const char forked_msg[] =
+    "the runtime was made before fork(): its threads do not exist in this process";
 
 /* ---- fut_raise and the call in progress ---- */
 
@@ -122,8 +124,14 @@ static pthread_mutex_t unobserved_lock = PTHREAD_MUTEX_INITIALIZER;
 static fut_unobserved_fn unobserved_fn;
 static void *unobserved_arg;
 
+void fut__unobserved_atfork_child(void)
+{
+    pthread_mutex_init(&unobserved_lock, NULL);
+}
+
 void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg)
 {
+    fut__atfork_init();
     fut__lock(&unobserved_lock);
     unobserved_fn = fn;
     unobserved_arg = arg;
@@ -387,6 +395,15 @@ void fut__adopt(fut_future *d, fut_future *src)
     settle(d, st, NULL, fut__code(src), msg, 1);
 }
 
+fut_future *fut__forked_future(fut_runtime *rt)
+{
+    fut_future *f = fut__future_new(rt, K_PROMISE, 1);
+
+    if (f != NULL) /* no dependents yet: nothing is scheduled on rt */
+        settle(f, FUT_REJECTED, NULL, FUT_EFORKED, (char *)forked_msg, 0);
+    return f;
+}
+
 /* ---- continuations ---- */
 
 static void run_dependent(struct fut__task *node)
@@ -438,6 +455,8 @@ static fut_future *attach(fut_future *src, int kind, void (*fn)(void), void *arg
         errno = EINVAL;
         return NULL;
     }
+    if (fut__forked(src->rt)) /* its dispatcher does not exist here */
+        return fut__forked_future(src->rt);
     d = fut__future_new(src->rt, kind, 2); /* the caller's and the dependents list's */
     if (d == NULL)
         return NULL;
@@ -474,6 +493,8 @@ static void work_job(fut_pool_job *job, int status)
 
     if (status == ECANCELED) {
         settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down", 0);
+    } else if (status != 0) { /* the blocking lane could start no thread for it */
+        settle_error(f, FUT_REJECTED, status, "could not start the work: %s", strerror(status));
     } else if ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_PENDING) {
         fut__call_begin(&call, f);
         v = f->u.work.fn(f->u.work.arg);
@@ -559,6 +580,8 @@ int fut_cancel(fut_future *f)
 {
     if (f == NULL)
         return EINVAL;
+    if (fut__forked(f->rt)) /* its dependents would wait for a dispatcher that is gone */
+        return fut_state(f) == FUT_PENDING ? FUT_EFORKED : EALREADY;
     return settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)cancelled_msg, 0);
 }
 
@@ -605,6 +628,8 @@ int fut_wait(fut_future *f, double timeout_s)
         s = atomic_load_explicit(&f->state, memory_order_acquire);
         if ((s & ST_MASK) != FUT_PENDING && (s & ST_MASK) != ST_SETTLING)
             return 0;
+        if (fut__forked(f->rt)) /* nothing here would ever settle it */
+            return FUT_EFORKED;
         if (dl != NULL && passed(dl))
             return ETIMEDOUT;
         if (fut__compute_worker && fut__current_pool == f->rt->pool) {
@@ -645,6 +670,10 @@ fut_promise *fut_promise_new(fut_runtime *rt)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
+    if (fut__forked(rt)) {
+        errno = FUT_EFORKED;
+        return NULL;
+    }
     return (fut_promise *)fut__future_new(rt, K_PROMISE, 1);
 }
 
@@ -662,7 +691,14 @@ fut_future *fut_promise_future(fut_promise *p)
 static int settle_promise(fut_promise *p, unsigned to, void *value, int code, char *msg)
 {
     fut_future *f = fut_retain(promise_future(p));
-    int rc = settle(f, to, value, code, msg, 1);
+    int rc;
+
+    if (fut__forked(f->rt)) { /* its dependents would wait for a dispatcher that is gone */
+        free(msg);
+        rc = fut_state(f) == FUT_PENDING ? FUT_EFORKED : EALREADY;
+    } else {
+        rc = settle(f, to, value, code, msg, 1);
+    }
 
     fut_release(f);
     return rc;
@@ -692,6 +728,7 @@ void fut_promise_free(fut_promise *p)
 {
     if (p == NULL)
         return;
-    settle(promise_future(p), FUT_REJECTED, NULL, FUT_EBROKEN, (char *)broken_msg, 0);
+    if (!fut__forked(promise_future(p)->rt)) /* in a forked child: memory only */
+        settle(promise_future(p), FUT_REJECTED, NULL, FUT_EBROKEN, (char *)broken_msg, 0);
     fut_release(promise_future(p));
 }

@@ -4,6 +4,7 @@
 #define FUT_FUTURES_INTERNAL_H
 
 #include "futures.h"
+#include "pool/pool_internal.h"
 #include "pool/sync.h"
 
 #include <pthread.h>
@@ -173,8 +174,22 @@ struct fut_runtime {
     struct fut__coro_rt *coro; /* dispatcher only: coroutines, made at the first one (coro.c) */
     _Atomic size_t coro_stack_size; /* usable bytes of coroutine stacks */
     atomic_int coro_begun;     /* the first coroutine started: the stack size is fixed */
+    unsigned gen;              /* fork generation it was made in (fut__forked) */
     pthread_t thread;          /* the dispatcher */
 };
+
+/* Whether rt was made before a fork() that made the calling process (its
+ * threads do not exist here): every call on it fails with FUT_EFORKED.
+ * One relaxed load: the generation only changes in the child's atfork
+ * handler, before any other thread of the child exists. */
+static inline int fut__forked(const fut_runtime *rt)
+{
+    return fut__unlikely(rt->gen != atomic_load_explicit(&fut__fork_gen, memory_order_relaxed));
+}
+
+/* A future of rt already rejected with FUT_EFORKED, for the calls that
+ * return a future (NULL, errno ENOMEM, when there is no memory for it). */
+fut_future *fut__forked_future(fut_runtime *rt);
 
 
 extern _Thread_local fut_runtime *fut__dispatcher_rt;
@@ -236,6 +251,8 @@ void fut__adopt(struct fut_future *d, struct fut_future *src);
 void fut__future_task(struct fut_future *f);
 /* Mark f's error as read. */
 void fut__observe(struct fut_future *f);
+/* In the child of a fork(): the unobserved hook's lock is made new. */
+void fut__unobserved_atfork_child(void);
 
 /* combine.c */
 void fut__group_cancelled(struct fut_future *f);
@@ -306,6 +323,9 @@ static inline void fut__append_local(fut_runtime *rt, struct fut__task *e)
 }
 
 /* runtime.c */
+/* Register the futures layer's fork handler (once): call before taking a
+ * lock of this layer that another thread may hold across a fork(). */
+void fut__atfork_init(void);
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */
 /* Queue a task on rt's dispatcher (any thread). The caller must keep rt
  * alive until the call returns, not only until the task is queued: from

@@ -61,17 +61,32 @@ _Thread_local fut_runtime *fut__dispatcher_rt;
 
 static void run_queue(fut_runtime *rt);
 static void run_all(fut_runtime *rt);
+static void atfork_child(void);
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
 
 /* The dispatcher has exited: the calling thread stands in for it, one
  * thread at a time (see DESIGN). */
 static void run_dead(fut_runtime *rt, struct fut__task *e)
 {
     fut_runtime *outer = fut__dispatcher_rt;
+    struct fut__coro *co = fut__coro_running;
 
     fut__lock(&rt->dead_lock);
     fut__dispatcher_rt = rt;
+    /* The scheduling thread may be running a coroutine of another
+     * runtime: what runs here is a plain continuation of rt (fut_await
+     * gives EDEADLK, fut_in_coroutine 0), so that nothing switches away
+     * with dead_lock held or with this thread posing as rt's dispatcher. */
+    fut__coro_running = NULL;
     fut__append_local(rt, e);
     run_all(rt);
+    fut__coro_running = co;
     fut__dispatcher_rt = outer;
     fut__unlock(&rt->dead_lock);
 }
@@ -351,6 +366,7 @@ fut_runtime *fut_runtime_new(const fut_pool_options *opts)
     rt->spin_max_ns = timer_spin_max_ns();
     rt->spin_ns = rt->spin_max_ns < 100000 ? rt->spin_max_ns : 100000;
     fut__wheel_init(&rt->wheel);
+    pthread_once(&atfork_once, atfork_register);
     rt->pool = fut_pool_new(opts);
     if (rt->pool == NULL) {
         rc = errno;
@@ -358,6 +374,7 @@ fut_runtime *fut_runtime_new(const fut_pool_options *opts)
         errno = rc;
         return NULL;
     }
+    rt->gen = rt->pool->gen;
     if ((rc = pthread_mutex_init(&rt->dead_lock, NULL)) != 0)
         goto fail_pool;
     rc = fut__thread_start(&rt->thread, dispatcher_main, rt);
@@ -382,13 +399,38 @@ void fut__runtime_unref(fut_runtime *rt)
     }
 }
 
+/* fut_runtime_free in the child of a fork(): the threads are gone, so
+ * release what memory we can (the pool's, the cached stacks) and the
+ * runtime's own reference. What the parent's threads held at the fork
+ * (running work, armed timers, suspended coroutines' stacks) stays. */
+static void free_forked(fut_runtime *rt)
+{
+    fut_pool_free(rt->pool); /* memory only, in the child */
+    rt->pool = NULL;
+    if (rt->coro != NULL) { /* the dispatcher's: it is gone */
+        fut__stack_cache_destroy(&rt->coro->stacks);
+        fut__free(rt->coro);
+        rt->coro = NULL;
+    }
+    fut__runtime_unref(rt);
+}
+
 int fut_runtime_free(fut_runtime *rt)
 {
     int rc;
 
     if (rt == NULL)
         return 0;
-    if (fut__dispatcher_rt == rt || fut__current_pool == rt->pool)
+    if (fut__forked(rt)) {
+        if (rt->pool != NULL)
+            free_forked(rt);
+        return 0;
+    }
+    /* Not from any dispatcher: ours would join itself, and another
+     * runtime's would wait for our dispatcher, which may be waiting for it
+     * (a coroutine of rt awaiting that runtime's future is cancelled, and
+     * that cancel's dependents run on the other dispatcher). */
+    if (fut__dispatcher_rt != NULL || fut__current_pool == rt->pool)
         return EDEADLK;
     /* Work first: after this no pool thread settles anything. */
     rc = fut_pool_shutdown(rt->pool, FUT_POOL_CANCEL);
@@ -404,38 +446,78 @@ int fut_runtime_free(fut_runtime *rt)
     return 0;
 }
 
-/* ---- the default runtime ---- */
+/* ---- the default runtime ----
+ *
+ * Made on first use, under default_lock, and published with release: the
+ * common path is one acquire load and the fork check. A failed attempt
+ * (no thread, no memory) is not remembered: the next use tries again. In
+ * the child of a fork() the parent's default runtime is dead (fut__forked):
+ * the first use there frees what memory of it can be freed and makes a
+ * fresh one. default_lock is made new in the child (a thread of the
+ * parent may have held it at the fork), as is the unobserved hook's lock
+ * (future.c). */
 
-static pthread_once_t default_once = PTHREAD_ONCE_INIT;
-static fut_runtime *default_rt;
-static int default_err;
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(fut_runtime *) default_rt;
+static int default_atexit; /* under default_lock */
+
+static void atfork_child(void)
+{
+    pthread_mutex_init(&default_lock, NULL);
+    fut__unobserved_atfork_child();
+}
+
+void fut__atfork_init(void)
+{
+    pthread_once(&atfork_once, atfork_register);
+}
 
 static void default_free(void)
 {
-    fut_runtime *rt = default_rt;
+    fut_runtime *rt = atomic_exchange_explicit(&default_rt, NULL, memory_order_acq_rel);
 
-    default_rt = NULL;
     if (rt != NULL)
         fut_runtime_free(rt);
 }
 
-static void default_make(void)
+static fut_runtime *default_make(void)
 {
-    default_rt = fut_runtime_new(NULL);
-    if (default_rt == NULL)
-        default_err = errno;
-    else
-        atexit(default_free);
+    fut_runtime *rt, *dead = NULL;
+    int err = 0;
+
+    fut__atfork_init();
+    fut__lock(&default_lock);
+    rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+    if (rt != NULL && fut__forked(rt)) {
+        dead = rt;
+        rt = NULL;
+    }
+    if (rt == NULL) {
+        rt = fut_runtime_new(NULL);
+        if (rt == NULL) {
+            err = errno;
+        } else {
+            if (!default_atexit && atexit(default_free) == 0)
+                default_atexit = 1;
+        }
+        atomic_store_explicit(&default_rt, rt, memory_order_release);
+    }
+    fut__unlock(&default_lock);
+    if (dead != NULL) /* the parent's: memory only (nobody here can reach it through NULL) */
+        fut_runtime_free(dead);
+    if (rt == NULL)
+        errno = err != 0 ? err : ENOMEM;
+    return rt;
 }
 
 fut_runtime *fut__runtime(fut_runtime *rt)
 {
     if (rt != NULL)
         return rt;
-    pthread_once(&default_once, default_make);
-    if (default_rt == NULL)
-        errno = default_err ? default_err : ENOMEM;
-    return default_rt;
+    rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+    if (fut__likely(rt != NULL && !fut__forked(rt)))
+        return rt;
+    return default_make();
 }
 
 fut_pool *fut_runtime_pool(fut_runtime *rt)

@@ -67,6 +67,15 @@ FUT_EXPORT const char *fut_version(void);
  *                        thread, on a thread helping in fut_pool_wait_idle,
  *                        or on the thread that called fut_pool_shutdown /
  *                        fut_pool_free, always before that call returns.
+ *   fn(job, EAGAIN) or fn(job, ENOMEM)
+ *                        blocking lane only: the job will never run because
+ *                        no thread could be started for it. A submit that
+ *                        starts the lane's first thread and fails returns
+ *                        that error for its own job; jobs that other
+ *                        threads queued meanwhile (their submits returned
+ *                        0, counting on that start) get this call, on the
+ *                        thread whose start failed. They count as cancelled
+ *                        in fut_pool_stats.
  * After that call the pool never touches the job again: the callback may
  * free the memory that holds it, or submit it again.
  *

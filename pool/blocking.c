@@ -17,7 +17,11 @@
  *   - Invariant: while a job is queued, some thread of the lane is alive or
  *     starting. A thread retires only with the queue empty (under the lock),
  *     and a submit that cannot start the lane's only thread takes its job
- *     back and fails (ENOMEM / EAGAIN).
+ *     back and fails (ENOMEM / EAGAIN). Other submits may have queued jobs
+ *     meanwhile, counting on that start (a submit starts no thread while
+ *     one is starting) and returned 0: the failing submit takes them out
+ *     too and calls each one's fn(job, EAGAIN or ENOMEM), so every accepted
+ *     job runs or is told that it never will.
  * Threads are created without the lock (nspawning counts creations in
  * progress); every record of a started thread is listed on `threads` until
  * joined: retired threads are joined by the next submit, and shutdown
@@ -211,12 +215,31 @@ static int unqueue(struct fut__blocking *b, fut_pool_job *job)
     return 1;
 }
 
+/* Tell jobs taken out of a lane with no thread that they will never run
+ * (fn(job, rc), rc EAGAIN or ENOMEM), without the lock. They count as
+ * cancelled. */
+static void strand(struct fut_pool *pool, fut_pool_job *j, uint64_t n, int rc)
+{
+    struct fut__blocking *b = &pool->b;
+    fut_pool_job *next;
+
+    for (; j != NULL; j = next) {
+        next = j->next_; /* fn may free or resubmit j */
+        j->fn_(j, rc);
+    }
+    atomic_fetch_add_explicit(&b->cancelled, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->finished, n, memory_order_seq_cst);
+    fut__pool_finished(pool);
+}
+
 int fut__blocking_submit(struct fut_pool *pool, fut_pool_job *job, fut_pool_fn fn)
 {
     struct fut__blocking *b = &pool->b;
     struct fut__bthread *reaped;
+    fut_pool_job *stranded;
+    uint64_t nstranded;
     unsigned id = 0;
-    int spawning, rc;
+    int spawning, rc, mine;
 
     job->fn_ = fn;
     job->next_ = NULL;
@@ -251,15 +274,27 @@ int fut__blocking_submit(struct fut_pool *pool, fut_pool_job *job, fut_pool_fn f
         return 0;
 
     fut__lock(&b->lock);
-    if (b->nthreads != 0 || !unqueue(b, job)) {
-        /* Another thread is alive or starting and will run it (or a cancel
-         * has already notified it). */
+    if (b->nthreads != 0) {
+        /* Another thread is alive or starting and will run the queue. */
         fut__unlock(&b->lock);
         return 0;
     }
-    atomic_fetch_sub_explicit(&b->submitted, 1, memory_order_relaxed);
+    /* No thread is alive or starting: our job is ours again (unless a
+     * cancel has notified it already), and every other job in the queue
+     * was accepted by a submit that counted on our start. Those will never
+     * run: they are told so now, with our error. */
+    mine = unqueue(b, job);
+    if (mine)
+        atomic_fetch_sub_explicit(&b->submitted, 1, memory_order_relaxed);
+    stranded = b->head;
+    nstranded = b->len;
+    b->head = b->tail = NULL;
+    b->len = 0;
+    atomic_fetch_add_explicit(&b->taken, nstranded, memory_order_relaxed);
     fut__unlock(&b->lock);
-    return rc;
+    if (stranded != NULL)
+        strand(pool, stranded, nstranded, rc);
+    return mine ? rc : 0;
 }
 
 fut_pool_job *fut__blocking_close(struct fut_pool *pool, int cancel)

@@ -1,4 +1,4 @@
-/* test_pool_blocking.c - the blocking lane: threads made on demand up to the cap (64 sleeping jobs at once), the cap enforced, idle threads retire and new ones start again. */
+/* test_pool_blocking.c - the blocking lane: threads made on demand up to the cap (64 sleeping jobs at once), the cap enforced, idle threads retire and new ones start again, and a failed thread start leaves no accepted job behind. */
 #include "testutil.h"
 
 typedef struct bjob {
@@ -334,6 +334,134 @@ START_TEST(test_submit_spawn_vs_shutdown)
 }
 END_TEST
 
+
+/* ---- a failed thread start strands no accepted job ---- */
+
+/* Submitter A starts the lane's first thread, whose creation fails
+ * slowly; meanwhile B queues a job, sees a start in progress and starts
+ * none. Every accepted job must still run or be told it never will. */
+static atomic_int hook_entered, b_submitted;
+
+static int slow_failing_start(void)
+{
+    uint64_t until = tu_deadline_ms(5000);
+
+    atomic_store(&hook_entered, 1);
+    while (!atomic_load(&b_submitted) && tu_now_ns() < until)
+        usleep(1000);
+    usleep(20000); /* B's submit has returned: fail after it */
+    return EAGAIN;
+}
+
+typedef struct strand_job {
+    fut_pool_job job;
+    atomic_int calls;
+    atomic_int status;
+} strand_job;
+
+static void strand_fn(fut_pool_job *job, int status)
+{
+    strand_job *j = TU_CONTAINER_OF(job, strand_job, job);
+    atomic_store(&j->status, status);
+    atomic_fetch_add(&j->calls, 1);
+}
+
+static void *ident_work(void *arg)
+{
+    return arg;
+}
+
+typedef struct submitter_b {
+    fut_pool *pool;
+    fut_runtime *rt;       /* or through the futures layer */
+    strand_job job;
+    int rc;
+    fut_future *f;
+} submitter_b;
+
+static void *submitter_b_main(void *arg)
+{
+    submitter_b *b = arg;
+    uint64_t until = tu_deadline_ms(5000);
+
+    while (!atomic_load(&hook_entered) && tu_now_ns() < until)
+        usleep(100);
+    if (b->rt != NULL)
+        b->f = fut_submit_blocking(b->rt, ident_work, (void *)(intptr_t)7);
+    else
+        b->rc = fut_pool_submit(b->pool, FUT_LANE_BLOCKING, &b->job.job, strand_fn);
+    atomic_store(&b_submitted, 1);
+    return NULL;
+}
+
+START_TEST(test_failed_start_strands_nothing)
+{
+    fut_pool *p = tu_pool_new(1, 4, 1000);
+    submitter_b b = { .pool = p };
+    strand_job a = { 0 }, later = { 0 };
+    pthread_t t;
+    int rc;
+
+    atomic_store(&hook_entered, 0);
+    atomic_store(&b_submitted, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, submitter_b_main, &b), 0);
+    fut__thread_set_hook(slow_failing_start);
+    rc = fut_pool_submit(p, FUT_LANE_BLOCKING, &a.job, strand_fn);
+    fut__thread_set_hook(NULL);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(rc, EAGAIN);       /* A's job is A's again */
+    ck_assert_int_eq(atomic_load(&a.calls), 0);
+    ck_assert_int_eq(b.rc, 0);          /* B's was accepted... */
+    ck_assert_int_eq(atomic_load(&b.job.calls), 1); /* ...and told it never runs */
+    ck_assert_int_eq(atomic_load(&b.job.status), EAGAIN);
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_BLOCKING).queued, 0);
+    ck_assert_uint_eq(tu_stats(p, FUT_LANE_BLOCKING).cancelled, 1);
+    ck_assert_int_eq(fut_pool_wait_idle(p), 0); /* nothing left waiting */
+    /* The lane recovers once threads can be made. */
+    ck_assert_int_eq(fut_pool_submit(p, FUT_LANE_BLOCKING, &later.job, strand_fn), 0);
+    ck_assert_int_eq(fut_pool_shutdown(p, FUT_POOL_DRAIN), 0);
+    ck_assert_int_eq(atomic_load(&later.calls), 1);
+    ck_assert_int_eq(atomic_load(&later.status), 0);
+    ck_assert_int_eq(fut_pool_free(p), 0);
+}
+END_TEST
+
+/* The same through the futures layer: B's future is rejected with the
+ * start's error, never left pending. */
+START_TEST(test_failed_start_rejects_future)
+{
+    fut_pool_options o;
+    fut_runtime *rt;
+    submitter_b b = { 0 };
+    fut_future *fa;
+    pthread_t t;
+
+    fut_pool_options_init(&o);
+    o.compute_threads = 1;
+    o.blocking_max = 4;
+    rt = fut_runtime_new(&o);
+    ck_assert_ptr_nonnull(rt);
+    b.rt = rt;
+    atomic_store(&hook_entered, 0);
+    atomic_store(&b_submitted, 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, submitter_b_main, &b), 0);
+    fut__thread_set_hook(slow_failing_start);
+    fa = fut_submit_blocking(rt, ident_work, (void *)(intptr_t)1);
+    fut__thread_set_hook(NULL);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_ptr_nonnull(fa);
+    ck_assert_ptr_nonnull(b.f);
+    ck_assert_int_eq(fut_wait(fa, 10), 0);
+    ck_assert_int_eq(fut_error(fa), EAGAIN);
+    ck_assert_int_eq(fut_wait(b.f, 10), 0);
+    ck_assert_int_eq(fut_error(b.f), EAGAIN);
+    ck_assert_str_eq(fut_message(b.f), "could not start the work: Resource temporarily unavailable");
+    fut_release(fa);
+    fut_release(b.f);
+    ck_assert_int_eq(fut_runtime_free(rt), 0);
+}
+END_TEST
+
 static Suite *pool_blocking_suite(void)
 {
     Suite *s = suite_create("pool_blocking");
@@ -348,6 +476,10 @@ static Suite *pool_blocking_suite(void)
     tcase_add_test(tc, test_retire_and_regrow);
     tcase_add_test(tc, test_retire_races_submit);
     tcase_add_test(tc, test_submit_spawn_vs_shutdown);
+
+    tc = tu_tcase(s, "start_fails", 30);
+    tcase_add_test(tc, test_failed_start_strands_nothing);
+    tcase_add_test(tc, test_failed_start_rejects_future);
     return s;
 }
 
