@@ -176,8 +176,16 @@ static void link_fired(struct fut__task *node)
              * its own link adopts. No result is lost to a timeout. */
             char *msg = fut__asprintf("timed out after %g s", g->seconds);
             fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
+        } else if (!settled_ok(c) && fut_state(g->children[0]) == FUT_PENDING) {
+            /* The sleep was cancelled while the timeout was undecided: not
+             * by us (we cancel it only after deciding), so by the runtime's
+             * shutdown, which cancels every timer (also one made after
+             * fut_runtime_free). No timer can fire now: say so rather than
+             * wait for f forever. (An f that settled meanwhile keeps its
+             * result: its own link adopts it.) */
+            fut__settle(self, FUT_REJECTED, NULL, ESHUTDOWN,
+                        (char *)"the runtime shut down: the timeout can no longer fire", 0);
         }
-        /* a cancelled sleep: our own doing, after child 0 settled */
     }
     fut_release(self); /* the link's reference */
 }

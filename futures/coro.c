@@ -459,7 +459,7 @@ int fut_yield(void)
 
 int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes)
 {
-    if (bytes == 0 || bytes > FUT__STACK_MAX_SIZE)
+    if (bytes < FUT_STACK_MIN || bytes > FUT__STACK_MAX_SIZE)
         return EINVAL;
     rt = fut__runtime(rt);
     if (rt == NULL)

@@ -494,10 +494,20 @@ FUT_EXPORT int fut_in_coroutine(void);
  * error's message, use fut_async and fut_wait instead. */
 FUT_EXPORT int fut_run(fut_runtime *rt, fut_work_fn fn, void *arg, void **result);
 
+/* The smallest coroutine stack fut_runtime_set_stack_size accepts: the
+ * library's own calls in a coroutine (fut_await, fut_yield, fut_sleep,
+ * fut_submit, and fut_raise formatting a message of ordinary conversions)
+ * fit in it in every build, AddressSanitizer's included (which needs
+ * about 8 KiB for them). Code of your own needs its frames on top: glibc's
+ * printf alone takes tens of KiB for a long double with a large exponent. */
+#define FUT_STACK_MIN (16u * 1024u)
+
 /* Usable bytes of the stacks of rt's coroutines (rounded up to pages;
  * default 256 KiB). Call it before the first fut_async on rt. Returns 0,
- * EINVAL (0 or more than 1 GiB), or EBUSY (a coroutine has started on rt
- * already: the size is fixed). */
+ * EINVAL (below FUT_STACK_MIN or above 1 GiB), EBUSY (a coroutine has
+ * started on rt already: the size is fixed), FUT_EFORKED (rt was made
+ * before the fork() that made this process), or, for rt NULL, the error
+ * of making the default runtime (EAGAIN, ENOMEM). */
 FUT_EXPORT int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes);
 
 /* ---- debug mode ----

@@ -74,6 +74,8 @@ START_TEST(test_bad_args)
     ck_assert_ptr_null(fut_await(NULL, NULL));
     ck_assert_int_eq(fut_run(g_rt, await_null, NULL, NULL), 0);
     ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, 0), EINVAL);
+    ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, 1), EINVAL);
+    ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, FUT_STACK_MIN - 1), EINVAL);
     ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, (size_t)1 << 31), EINVAL);
     TU_ASSERT_NO_WFAIL();
     tu_rt_finish(g_rt);
@@ -793,6 +795,58 @@ START_TEST(test_stack_size)
 }
 END_TEST
 
+/* On the smallest stack allowed, the library's own calls fit, in every
+ * build: fut_raise formatting a message, awaits of pending and settled
+ * futures, a yield, a sleep, offloaded work. */
+static void *twice_work(void *arg)
+{
+    return TU_PTR(TU_UINT(arg) * 2);
+}
+
+static void *min_stack_body(void *arg)
+{
+    fut_future *s = fut_sleep(NULL, 0), *w;
+    void *v;
+    int err = -1;
+
+    (void)arg;
+    fut_await(s, &err);
+    TU_REQUIRE(err == 0, "sleep: %d", err);
+    fut_release(s);
+    s = fut_sleep(g_rt, 0.001);
+    fut_await(s, &err);
+    TU_REQUIRE(err == 0, "sleep: %d", err);
+    fut_await(s, &err); /* settled */
+    fut_release(s);
+    TU_REQUIRE(fut_yield() == 0, "yield");
+    w = fut_submit(g_rt, twice_work, TU_PTR(21));
+    v = fut_await(w, &err);
+    TU_REQUIRE(err == 0 && v == TU_PTR(42), "work: %d %p", err, v);
+    fut_release(w);
+    return fut_raise(EIO, "failed at %s:%d after %.3f s (%g, %e, %lu, %x, %c) %s", "somewhere/in/the/code.c",
+                     1234, 0.5, 1e300, 2.5e-300, 123456789ul, 0xbeefu, 'z',
+                     "and a long tail to the message, long enough to make the formatter allocate");
+}
+
+START_TEST(test_min_stack)
+{
+    fut_future *f;
+
+    g_rt = tu_rt_new(2);
+    ck_assert_int_eq(fut_runtime_set_stack_size(g_rt, FUT_STACK_MIN), 0);
+    f = fut_async(g_rt, min_stack_body, NULL);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fut_wait(f, TU_WAIT_MS / 1000.0), 0);
+    ck_assert_int_eq(fut_error(f), EIO);
+    ck_assert_str_eq(fut_message(f), "failed at somewhere/in/the/code.c:1234 after 0.500 s (1e+300, "
+                                     "2.500000e-300, 123456789, beef, z) and a long tail to the "
+                                     "message, long enough to make the formatter allocate");
+    fut_release(f);
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 START_TEST(test_overflow_dies)
 {
     g_rt = tu_rt_new(2);
@@ -827,6 +881,7 @@ static Suite *coro_suite(void)
     tc = tu_tcase(s, "stacks", 60);
     tcase_add_test(tc, test_stack_reuse);
     tcase_add_test(tc, test_stack_size);
+    tcase_add_test(tc, test_min_stack);
 #if !TU_ASAN && !TU_TSAN
     /* The sanitizers catch SIGSEGV themselves and exit with an error code. */
     tcase_add_test_raise_signal(tc, test_overflow_dies, SIGSEGV);
