@@ -33,7 +33,23 @@ extern "C" {
 
 /* The error a call made in the child of fork() returns for an object that
  * was created before the fork: its threads do not exist in the child, so
- * the call fails at once instead of waiting for them. */
+ * the call fails at once instead of waiting for them.
+ *
+ * fork() in short: in the child, a pool or runtime of the parent (the
+ * default runtime as it was at the fork included) is dead. Every call on
+ * it, or on a future or promise of it, that would need its threads fails
+ * at once with FUT_EFORKED: a call that returns a future returns one
+ * already rejected with FUT_EFORKED; fut_promise_new returns NULL with
+ * errno FUT_EFORKED; fut_promise_resolve / _reject, fut_cancel (of a
+ * pending future), fut_wait and fut_await (of a pending future),
+ * fut_yield, fut_run and fut_runtime_set_stack_size return it. Reading a
+ * future (fut_state, fut_value, fut_error, fut_message, fut_gather_item),
+ * fut_retain and fut_release work as before; fut_promise_free,
+ * fut_runtime_free and fut_pool_free release memory only. The default
+ * runtime (NULL) is made afresh in the child on its first use there, and
+ * runtimes made in the child work fully. Work, timers and coroutines that
+ * were pending in the parent never settle in the child (they go on in the
+ * parent). */
 #define FUT_EFORKED EOWNERDEAD
 
 /* ------------------------------------------------------------------------
@@ -200,7 +216,12 @@ FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
  * settled). User code in continuations therefore needs no locks.
  *
  * Passing NULL as a runtime means the process default runtime, made on
- * first use (default pool options) and freed at exit.
+ * first use (default pool options) and freed at exit. If it cannot be
+ * made (no thread or memory: EAGAIN, ENOMEM), the call fails with that
+ * error (a call that returns a future returns NULL with errno set, since
+ * there is no runtime to own a rejected future), and the next use of NULL
+ * tries again. In the child of a fork() the first use makes a new one
+ * (see FUT_EFORKED).
  *
  * A future settles exactly once: resolved with a void * value, rejected
  * with an errno-style code (1 to 65535) and a message, or cancelled (code
@@ -210,8 +231,9 @@ FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
  *
  * Calls that return a future never return NULL for a reason that concerns
  * the work: they return a future rejected with that reason. NULL (errno
- * set) means only bad arguments (EINVAL) or no memory for the future
- * itself (ENOMEM).
+ * set) means only bad arguments (EINVAL), no memory for the future itself
+ * (ENOMEM), or, with rt NULL, that the default runtime could not be made
+ * (EAGAIN, ENOMEM; see above).
  *
  * Threads: unless a call says otherwise, it may be made from any thread,
  * the dispatcher and pool threads included, at any time (two threads may
@@ -248,9 +270,18 @@ FUT_EXPORT fut_runtime *fut_runtime_new(const fut_pool_options *opts);
  * can run runs exactly once, the threads exit. Futures the caller still
  * holds stay readable until released. A promise still unsettled keeps its
  * future pending; when it is settled (or freed) later, its continuations
- * run on the thread that settles it, one such thread at a time. The
- * default runtime (NULL) is freed at exit, not by this call: NULL is a
- * no-op. Not from the dispatcher or a pool thread of rt (EDEADLK).
+ * run on the thread that settles it, one such thread at a time, as plain
+ * continuations (also when that thread is running a coroutine of another
+ * runtime: in them fut_in_coroutine is 0 and fut_await of a pending
+ * future returns EDEADLK). Sleeps and timeouts made on rt afterwards
+ * settle at once: a sleep cancelled, a timeout of a pending future
+ * rejected with ESHUTDOWN. The default runtime (NULL) is freed at exit,
+ * not by this call: NULL is a no-op.
+ * Not from any runtime's dispatcher, so not in a continuation or a
+ * coroutine (EDEADLK: rt's coroutines may await futures whose dependents
+ * that dispatcher must run), nor from a pool thread of rt (EDEADLK).
+ * In the child of a fork(), on a runtime of the parent, it releases what
+ * memory it can (the pool's, cached coroutine stacks) and returns 0.
  * Returns 0 or EDEADLK. */
 FUT_EXPORT int fut_runtime_free(fut_runtime *rt);
 
@@ -309,19 +340,26 @@ FUT_EXPORT const char *fut_message(const fut_future *f);
  * fut_value, fut_error), ETIMEDOUT, EINVAL (f NULL, timeout_s NaN), or
  * EDEADLK when called on the dispatcher of f's runtime while f is pending
  * (waiting there would stop the very thread that settles continuations;
- * a settled f returns 0 there too). On a compute worker it runs other compute jobs while it
- * waits, so the pool cannot deadlock on its own waits. */
+ * a settled f returns 0 there too), or FUT_EFORKED at once when f is
+ * pending and belongs to a runtime made before the fork() that made this
+ * process. Interrupted by a signal, it goes on waiting (never EINTR). On
+ * a compute worker it runs other compute jobs while it waits, so the pool
+ * cannot deadlock on its own waits. */
 FUT_EXPORT int fut_wait(fut_future *f, double timeout_s);
 
 /* ---- promises ---- */
 
-/* A promise: the write side of a future that you settle yourself. */
+/* A promise: the write side of a future that you settle yourself. NULL
+ * with errno ENOMEM, FUT_EFORKED (rt made before the fork() that made
+ * this process), or, for rt NULL, EAGAIN (the default runtime could not
+ * be made). */
 FUT_EXPORT fut_promise *fut_promise_new(fut_runtime *rt);
 /* Its future (a new reference). */
 FUT_EXPORT fut_future *fut_promise_future(fut_promise *p);
 /* Settle it, from any thread: 0 if this call settled it, EALREADY if it
  * was settled already (the first settle wins), EINVAL for bad arguments
- * (p NULL; a code outside 1 to 65535). */
+ * (p NULL; a code outside 1 to 65535), FUT_EFORKED (a promise of a
+ * runtime made before the fork() that made this process: not settled). */
 FUT_EXPORT int fut_promise_resolve(fut_promise *p, void *value);
 FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -329,7 +367,9 @@ FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...
 #endif
     ;
 /* Drop the promise. If it never settled, its future is rejected with
- * FUT_EBROKEN ("broken promise"): nobody waits forever. NULL: no-op. */
+ * FUT_EBROKEN ("broken promise"): nobody waits forever. NULL: no-op. In
+ * the child of a fork(), a promise of the parent's runtime is only
+ * released. */
 FUT_EXPORT void fut_promise_free(fut_promise *p);
 
 /* ---- continuations: each returns a new future; fn runs on the dispatcher ---- */
@@ -375,7 +415,10 @@ FUT_EXPORT fut_future *fut_sleep(fut_runtime *rt, double seconds);
  * cancelled and the timeout is rejected with ETIMEDOUT (asyncio.wait_for).
  * If f settled just before the cancel (its continuations not yet run),
  * the timeout takes f's outcome instead: a result is never lost to a
- * timeout. Cancelling the timeout future cancels f. */
+ * timeout. Cancelling the timeout future cancels f. If f's runtime is
+ * freed while the timeout is undecided, or was freed before this call,
+ * no timer can fire: the timeout is rejected with ESHUTDOWN at once (f is
+ * left alone; an f that settled first keeps its outcome). */
 FUT_EXPORT fut_future *fut_timeout(fut_future *f, double seconds);
 
 /* ---- combinators ----
@@ -416,7 +459,8 @@ FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n
  * its queued work is skipped (running work can poll fut_cancelled), a
  * sleep's timer is removed, a combinator's futures are cancelled, its
  * continuations see ECANCELED. Returns 0 if this call cancelled it,
- * EALREADY if it had settled, EINVAL. */
+ * EALREADY if it had settled, EINVAL, or FUT_EFORKED (a pending future of
+ * a runtime made before the fork() that made this process: left as is). */
 FUT_EXPORT int fut_cancel(fut_future *f);
 
 /* ---- coroutines: async and await ----
@@ -476,12 +520,16 @@ FUT_EXPORT fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg);
  * functions work from both worlds. In a continuation (on a dispatcher,
  * not in a coroutine): returns f's outcome if it has settled, else
  * EDEADLK at once (waiting there would stop the dispatcher).
- * f NULL: EINVAL. The caller keeps its reference on f. */
+ * f NULL: EINVAL. FUT_EFORKED: f is pending and belongs to a runtime made
+ * before the fork() that made this process (or the calling coroutine
+ * does). The caller keeps its reference on f. */
 FUT_EXPORT void *fut_await(fut_future *f, int *err);
 
 /* In a coroutine: let everything queued on the dispatcher run, then go on
  * (asyncio.sleep(0)). Returns 0, or ECANCELED if the coroutine was
- * cancelled. Anywhere else: EPERM, and nothing happens. */
+ * cancelled, or FUT_EFORKED in the child of a fork() made by the
+ * coroutine. Anywhere else (a continuation included): EPERM, and nothing
+ * happens. */
 FUT_EXPORT int fut_yield(void);
 
 /* Nonzero if the calling code runs in a coroutine, else 0. */
@@ -490,8 +538,10 @@ FUT_EXPORT int fut_in_coroutine(void);
 /* asyncio.run: run fn(arg) as a coroutine on rt (NULL: the default
  * runtime) and block until it returns. Returns 0 with its value in
  * *result (result may be NULL), or its error code (*result NULL);
- * EINVAL (fn NULL), ENOMEM, or EDEADLK on a dispatcher thread. For the
- * error's message, use fut_async and fut_wait instead. */
+ * EINVAL (fn NULL), ENOMEM, EDEADLK on a dispatcher thread, FUT_EFORKED
+ * (rt made before the fork() that made this process), or, for rt NULL,
+ * EAGAIN (the default runtime could not be made). For the error's
+ * message, use fut_async and fut_wait instead. */
 FUT_EXPORT int fut_run(fut_runtime *rt, fut_work_fn fn, void *arg, void **result);
 
 /* The smallest coroutine stack fut_runtime_set_stack_size accepts: the
