@@ -517,6 +517,8 @@ static fut_future *submit(fut_runtime *rt, int lane, fut_work_fn fn, void *arg)
     rt = fut__runtime(rt);
     if (rt == NULL)
         return NULL;
+    if (fut__forked(rt))
+        return fut__forked_future(rt);
     f = fut__future_new(rt, K_WORK, 2); /* the caller's and the pool's */
     if (f == NULL)
         return NULL;

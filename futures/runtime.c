@@ -29,7 +29,19 @@
  * and exits, closing its inbox (a sentinel a push cannot get past). Tasks
  * scheduled after that (a promise the user settles later) run on the
  * scheduling thread, which stands in for the dispatcher one at a time
- * under dead_lock.
+ * under dead_lock, as plain continuations: a thread that schedules from
+ * inside a coroutine of another runtime hides that coroutine while it
+ * stands in (fut__coro_running NULL), so nothing awaits or switches away
+ * with dead_lock held. fut_runtime_free is refused on every dispatcher:
+ * its join waits for this runtime's coroutines, which may await futures
+ * whose dependents the calling dispatcher would have to run.
+ *
+ * Fork: a runtime records the fork generation it was made in (pool.c's
+ * counter, bumped in the child). In a child, every call that would need
+ * the threads of a runtime of the parent fails with FUT_EFORKED before it
+ * touches the runtime's queues or locks (fut__forked: one relaxed load);
+ * fut_runtime_free of one releases memory only. The default runtime is
+ * replaced on first use in the child (see "the default runtime" below).
  *
  * Lifetime: every future holds a reference on its runtime, so the struct
  * outlives fut_runtime_free while the user still holds futures.
