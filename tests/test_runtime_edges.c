@@ -211,6 +211,7 @@ START_TEST(test_timeout_made_after_free)
     fut_runtime *rt = tu_rt_new(1);
     fut_promise *p = fut_promise_new(rt);
     fut_future *f = fut_promise_future(p), *t, *t2, *done;
+    atomic_int ran = 0;
 
     ck_assert_int_eq(fut_runtime_free(rt), 0);
     t = fut_timeout(f, 0.01);
@@ -221,9 +222,10 @@ START_TEST(test_timeout_made_after_free)
     ck_assert_str_eq(fut_message(t), "the runtime shut down: the timeout can no longer fire");
     ck_assert_int_eq(fut_state(f), FUT_PENDING); /* f is left alone */
     /* On a future that has settled, the timeout takes its outcome. */
-    done = fut_then(f, count_then, &(atomic_int){ 0 });
+    done = fut_then(f, count_then, &ran);
     ck_assert_int_eq(fut_promise_resolve(p, TU_PTR(3)), 0);
     TU_SETTLE(done);
+    ck_assert_int_eq(atomic_load(&ran), 1);
     t2 = fut_timeout(f, 0.01);
     TU_SETTLE(t2);
     ck_assert_int_eq(fut_error(t2), 0);
