@@ -90,8 +90,8 @@ FUT_EXPORT const char *fut_version(void);
  *                        that error for its own job; jobs that other
  *                        threads queued meanwhile (their submits returned
  *                        0, counting on that start) get this call, on the
- *                        thread whose start failed. They count as cancelled
- *                        in fut_pool_stats.
+ *                        thread of the submit whose thread start failed.
+ *                        They count as cancelled in fut_pool_stats_get.
  * After that call the pool never touches the job again: the callback may
  * free the memory that holds it, or submit it again.
  *
@@ -102,7 +102,8 @@ FUT_EXPORT const char *fut_version(void);
 typedef struct fut_pool fut_pool;
 typedef struct fut_pool_job fut_pool_job;
 
-/* The job callback. status is 0 (run the job) or ECANCELED (it never will). */
+/* The job callback. status is 0 (run the job), or ECANCELED, EAGAIN or
+ * ENOMEM (it never will; see above). */
 typedef void (*fut_pool_fn)(fut_pool_job *job, int status);
 
 /* Embed one in your object. Its fields belong to the pool from
@@ -148,7 +149,7 @@ typedef struct fut_pool_stats {
     uint64_t running;   /* taken by a thread, not yet finished (a compute
                            worker takes a small batch at a time) */
     uint64_t completed; /* ran: fn(job, 0) returned */
-    uint64_t cancelled; /* notified with fn(job, ECANCELED) */
+    uint64_t cancelled; /* notified with fn(job, ECANCELED / EAGAIN / ENOMEM) */
     unsigned peak_threads; /* most threads alive at once so far */
 } fut_pool_stats;
 
@@ -273,9 +274,10 @@ FUT_EXPORT fut_runtime *fut_runtime_new(const fut_pool_options *opts);
  * run on the thread that settles it, one such thread at a time, as plain
  * continuations (also when that thread is running a coroutine of another
  * runtime: in them fut_in_coroutine is 0 and fut_await of a pending
- * future returns EDEADLK). Sleeps and timeouts made on rt afterwards
- * settle at once: a sleep cancelled, a timeout of a pending future
- * rejected with ESHUTDOWN. The default runtime (NULL) is freed at exit,
+ * future returns EDEADLK). Timeouts of its futures made afterwards (and
+ * sleeps made with rt while a future of rt is still held, which keeps
+ * its memory) settle at once: a sleep cancelled, a timeout of a pending
+ * future rejected with ESHUTDOWN. The default runtime (NULL) is freed at exit,
  * not by this call: NULL is a no-op.
  * Not from any runtime's dispatcher, so not in a continuation or a
  * coroutine (EDEADLK: rt's coroutines may await futures whose dependents
@@ -285,10 +287,12 @@ FUT_EXPORT fut_runtime *fut_runtime_new(const fut_pool_options *opts);
  * Returns 0 or EDEADLK. */
 FUT_EXPORT int fut_runtime_free(fut_runtime *rt);
 
-/* The pool of rt (NULL: the default runtime's), for raw fut_pool_submit. */
+/* The pool of rt (NULL: the default runtime's), for raw fut_pool_submit;
+ * NULL (errno set) if rt is NULL and the default runtime cannot be made. */
 FUT_EXPORT fut_pool *fut_runtime_pool(fut_runtime *rt);
 
-/* Futures of rt created and not yet freed (NULL: the default runtime). */
+/* Futures of rt created and not yet freed (NULL: the default runtime; 0
+ * if it cannot be made). */
 FUT_EXPORT uint64_t fut_runtime_live(fut_runtime *rt);
 
 /* Nonzero if the calling thread is rt's dispatcher (NULL: any runtime's),
@@ -354,12 +358,13 @@ FUT_EXPORT int fut_wait(fut_future *f, double timeout_s);
  * this process), or, for rt NULL, EAGAIN (the default runtime could not
  * be made). */
 FUT_EXPORT fut_promise *fut_promise_new(fut_runtime *rt);
-/* Its future (a new reference). */
+/* Its future (a new reference); NULL with errno EINVAL if p is NULL. */
 FUT_EXPORT fut_future *fut_promise_future(fut_promise *p);
 /* Settle it, from any thread: 0 if this call settled it, EALREADY if it
  * was settled already (the first settle wins), EINVAL for bad arguments
- * (p NULL; a code outside 1 to 65535), FUT_EFORKED (a promise of a
- * runtime made before the fork() that made this process: not settled). */
+ * (p NULL; a code outside 1 to 65535), FUT_EFORKED (a pending promise of
+ * a runtime made before the fork() that made this process: not settled;
+ * a settled one gives EALREADY). */
 FUT_EXPORT int fut_promise_resolve(fut_promise *p, void *value);
 FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -520,9 +525,9 @@ FUT_EXPORT fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg);
  * functions work from both worlds. In a continuation (on a dispatcher,
  * not in a coroutine): returns f's outcome if it has settled, else
  * EDEADLK at once (waiting there would stop the dispatcher).
- * f NULL: EINVAL. FUT_EFORKED: f is pending and belongs to a runtime made
- * before the fork() that made this process (or the calling coroutine
- * does). The caller keeps its reference on f. */
+ * f NULL: EINVAL. FUT_EFORKED: f is pending, and f, or the calling
+ * coroutine, belongs to a runtime made before the fork() that made this
+ * process. The caller keeps its reference on f. */
 FUT_EXPORT void *fut_await(fut_future *f, int *err);
 
 /* In a coroutine: let everything queued on the dispatcher run, then go on
