@@ -222,6 +222,11 @@ int fut__ctx_prepare(struct fut__ctx *c, void *stack_base, size_t size,
  * kernel only when first touched: a stack costs address space for its
  * full size, memory for the pages its deepest call used.
  *
+ * Under valgrind the usable part of each stack is registered with it
+ * (VALGRIND_STACK_REGISTER) while mapped, when configure found
+ * valgrind/valgrind.h: memcheck then takes a switch onto it for a change
+ * of stacks, not a huge stack frame.
+ *
  * A stack is two kernel mappings (the guard and the usable part), and
  * Linux allows vm.max_map_count (65530 by default) per process: about
  * 32,000 stacks can be live at once unless that limit is raised; past it
@@ -247,6 +252,8 @@ struct fut__stack {
     void *base;              /* lowest usable byte, just above the guard */
     size_t size;             /* usable bytes, a multiple of the page size */
     struct fut__stack *next; /* next free stack while in a cache */
+    unsigned valgrind_id;    /* valgrind's id of [base, base+size) (VALGRIND_STACK_REGISTER),
+                              * from mmap to munmap; 0 without valgrind.h or valgrind */
 };
 
 /* A new stack of at least size usable bytes (rounded up to whole pages).
