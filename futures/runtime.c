@@ -477,6 +477,12 @@ static void atfork_child(void)
 {
     pthread_mutex_init(&default_lock, NULL);
     fut__unobserved_atfork_child();
+    /* fork() called in a continuation or coroutine: the child's only
+     * thread is no dispatcher (library calls treat it as a plain thread;
+     * it should exec or _exit rather than return into the parent's
+     * dispatcher loop, which it has a copy of). */
+    fut__dispatcher_rt = NULL;
+    fut__coro_running = NULL;
 }
 
 void fut__atfork_init(void)

@@ -49,7 +49,10 @@ extern "C" {
  * runtime (NULL) is made afresh in the child on its first use there, and
  * runtimes made in the child work fully. Work, timers and coroutines that
  * were pending in the parent never settle in the child (they go on in the
- * parent). */
+ * parent). A child forked from a continuation, a coroutine or work runs
+ * as a plain thread (fut_await blocks, fut_in_coroutine is 0) and should
+ * end with exec or _exit: returning from that function would go on with
+ * the parent's dispatcher or pool code, of which it has a copy. */
 #define FUT_EFORKED EOWNERDEAD
 
 /* ------------------------------------------------------------------------
