@@ -484,6 +484,8 @@ int fut_run(fut_runtime *rt, fut_work_fn fn, void *arg, void **result)
     fut_future *f;
     int rc;
 
+    if (result != NULL)
+        *result = NULL;
     if (fn == NULL)
         return EINVAL;
     if (fut__dispatcher_rt != NULL)

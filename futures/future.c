@@ -390,8 +390,13 @@ void fut__adopt(fut_future *d, fut_future *src)
         return;
     }
     fut__observe(src);
-    if (fut__message(src) != NULL)
-        msg = fut__strdup(fut__message(src));
+    if (!(atomic_load_explicit(&src->state, memory_order_acquire) & ST_MSG_OWNED)) {
+        /* A static message ("cancelled", "broken promise"...): shared, so
+         * it survives even when memory is short. */
+        settle(d, st, NULL, fut__code(src), (char *)fut__message(src), 0);
+        return;
+    }
+    msg = fut__strdup(fut__message(src)); /* NULL when out of memory: the message is "" */
     settle(d, st, NULL, fut__code(src), msg, 1);
 }
 

@@ -339,7 +339,10 @@ FUT_EXPORT void *fut_value(const fut_future *f);
  * fut_set_unobserved_hook). */
 FUT_EXPORT int fut_error(fut_future *f);
 /* The message of a rejected or cancelled future ("" otherwise, and for
- * NULL); valid as long as the caller holds f. */
+ * NULL); valid as long as the caller holds f. When memory runs out, a
+ * message the library had to format or copy (fut_raise,
+ * fut_promise_reject, an error passed on by a continuation or a
+ * combinator, a timeout's) is "" while the code is kept. */
 FUT_EXPORT const char *fut_message(const fut_future *f);
 
 /* Block until f settles or timeout_s seconds pass (< 0: no limit). For
@@ -545,8 +548,8 @@ FUT_EXPORT int fut_in_coroutine(void);
 
 /* asyncio.run: run fn(arg) as a coroutine on rt (NULL: the default
  * runtime) and block until it returns. Returns 0 with its value in
- * *result (result may be NULL), or its error code (*result NULL);
- * EINVAL (fn NULL), ENOMEM, EDEADLK on a dispatcher thread, FUT_EFORKED
+ * *result (result may be NULL), or its error code, or one of these
+ * (*result NULL whatever failed): EINVAL (fn NULL), ENOMEM, EDEADLK on a dispatcher thread, FUT_EFORKED
  * (rt made before the fork() that made this process), or, for rt NULL,
  * EAGAIN (the default runtime could not be made). For the error's
  * message, use fut_async and fut_wait instead. */
