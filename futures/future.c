@@ -51,6 +51,7 @@
 #include "pool/pool_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,19 @@ static void fire(fut_future *f)
     }
 }
 
+/* Wait until a settler that is writing f's outcome has published it. */
+static void wait_published(fut_future *f)
+{
+    unsigned spins = 0;
+
+    while ((atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == ST_SETTLING) {
+        if (++spins % 64 == 0)
+            sched_yield(); /* the settler may have been preempted */
+        else
+            fut__cpu_relax();
+    }
+}
+
 void fut__future_task(fut_future *f)
 {
     unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
@@ -251,7 +265,13 @@ void fut__future_task(fut_future *f)
                     return; /* the wheel took the reference */
             }
             /* Settled before it was armed: its dependents are ours to run
-             * (fut__settle left them to this task). */
+             * (fut__settle left them to this task). A settler that won the
+             * swap out of PENDING may not have published the outcome yet
+             * (ST_SETTLING: the arm above failed on it): the dependents
+             * must not run before it is visible, so wait the few
+             * instructions it needs (the fuzzer caught a fut_finally that
+             * saw its sleep pending). */
+            wait_published(f);
         } else if ((s & ST_MASK) == FUT_CANCELLED) {
             fut__timer_cancelled(f->rt, f); /* out of the wheel, if still in it */
         }

@@ -1,4 +1,4 @@
-/* test_future_races.c - races: resolve vs reject vs cancel vs resolve on one promise (100,000 rounds), last reference dropped while workers settle (100,000 submits), submit vs cancel, 100,000 futures waited, fut_runtime_free with running/queued work, pending timers and pending continuations (500 cycles). */
+/* test_future_races.c - races: resolve vs reject vs cancel vs resolve on one promise (100,000 rounds), last reference dropped while workers settle (100,000 submits), submit vs cancel, a sleep cancelled while it is armed (its dependents run only once the cancel is visible), 100,000 futures waited, fut_runtime_free with running/queued work, pending timers and pending continuations (500 cycles). */
 #include "testutil.h"
 
 static fut_runtime *g_rt;
@@ -676,6 +676,48 @@ static void one_free_cycle(int cycle)
     g_rt = NULL;
 }
 
+/* A sleep cancelled while its arm task runs on the dispatcher: the arm
+ * task finds the sleep being settled (not yet published) and must not run
+ * its dependents before the outcome is visible. Found by the fuzzer: a
+ * fut_finally saw its sleep still pending. */
+static atomic_int early_finally, finally_calls;
+
+static void check_settled_finally(fut_future *f, void *arg)
+{
+    (void)arg;
+    if (fut_state(f) == FUT_PENDING)
+        atomic_fetch_add(&early_finally, 1);
+    atomic_fetch_add(&finally_calls, 1);
+}
+
+#define ARM_CANCEL_ROUNDS 50000
+
+START_TEST(test_sleep_cancel_vs_arm)
+{
+    fut_future *s, *d;
+    int n = 0;
+
+    begin(1);
+    atomic_store(&early_finally, 0);
+    atomic_store(&finally_calls, 0);
+    for (uint64_t until = tu_deadline_ms(3000); n < ARM_CANCEL_ROUNDS && tu_now_ns() < until; n++) {
+        s = fut_sleep(g_rt, 0.01);
+        ck_assert_ptr_nonnull(s);
+        d = fut_finally(s, check_settled_finally, NULL);
+        ck_assert_ptr_nonnull(d);
+        for (volatile int k = n % 64; k > 0; k--) /* move the cancel across the arm task */
+            ;
+        ck_assert_int_eq(fut_cancel(s), 0);
+        fut_release(s);
+        fut_release(d);
+    }
+    TU_POLL_COUNT(&finally_calls, n);
+    ck_assert_msg(atomic_load(&early_finally) == 0, "%d of %d finally callbacks saw their sleep pending",
+                  atomic_load(&early_finally), n);
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 START_TEST(test_free_with_pending)
 {
     atomic_store(&unobserved, 0);
@@ -694,6 +736,7 @@ static Suite *future_races_suite(void)
     tc = tu_tcase(s, "settle", 60);
     tcase_add_test(tc, test_settle_cancel_race);
     tcase_add_test(tc, test_submit_cancel_race);
+    tcase_add_test(tc, test_sleep_cancel_vs_arm);
 
     tc = tu_tcase(s, "lifetime", 60);
     tcase_add_test(tc, test_release_while_settling);
