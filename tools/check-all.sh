@@ -14,14 +14,24 @@
 #      static), and run them (all but the 4 s sync_vs_async);
 #   5. make distcheck (release);
 #   6. the coroutine context switch cross-built for aarch64 and run under
-#      qemu-user (installs the cross tools).
+#      qemu-user (installs the cross tools);
+#   7. hardening, each step bounded:
+#        valgrind memcheck over every example (build/release): 0 errors,
+#        0 leaks (tools/check-valgrind.sh);
+#        the signal storm for 10 s (build/release; make check ran it for
+#        2 s in each build);
+#        the libFuzzer target over API call sequences for 60 s
+#        (tools/fuzz.sh).
+#      The fork matrix (tests/test_fork) and the allocation-failure test
+#      (tests/test_alloc_fail: every k in the ASan build) are Check suites
+#      of make check, in every build.
 # Run from anywhere: bash tools/check-all.sh. JOBS=N overrides make -jN.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 top=$(pwd)
 jobs=${JOBS:-2}
-packages="autoconf automake libtool pkg-config check clang make gcc"
+packages="autoconf automake libtool pkg-config check clang libclang-rt-14-dev make gcc valgrind"
 
 t_all=$(date +%s)
 t_step=$t_all
@@ -177,6 +187,19 @@ step "6. aarch64: the context switch under qemu-user"
 ensure_packages gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 sh tools/test-aarch64.sh
 done_step "aarch64"
+
+# ---- 7. hardening ------------------------------------------------------------------------
+step "7a. valgrind memcheck over every example (build/release)"
+bash tools/check-valgrind.sh build/release
+done_step "valgrind"
+
+step "7b. signal storm: SIGALRM every 100 us, no SA_RESTART, 10 s (build/release)"
+FUT_STORM_SECONDS=10 build/release/tests/test_signal_storm
+done_step "signal storm"
+
+step "7c. libFuzzer: API call sequences for 60 s (tools/fuzz.sh)"
+bash tools/fuzz.sh 60
+done_step "fuzz"
 
 echo
 echo "==== all checks passed in $(( $(date +%s) - t_all )) s ===="
