@@ -12,7 +12,10 @@
  * Cancelling a combinator cancels its children (any thread: the children
  * array does not change after creation). A timeout is a race between its
  * future and an internal sleep: whichever settles first decides, and the
- * other is cancelled (the sleep's timer is removed at once).
+ * other is cancelled (the sleep's timer is removed at once). A sleep
+ * cancelled while the timeout is undecided was cancelled by the runtime's
+ * shutdown (we cancel it only after deciding): the timeout is then
+ * rejected with ESHUTDOWN, since no timer can fire any more.
  *
  * A sleep holds one reference for the timer wheel from creation until
  * the wheel lets go of it (timer.c); it is armed by its own task on the

@@ -15,7 +15,8 @@
  *
  * A sleep is special in two ways (timer.c): its arm task and its fire
  * task share the future's link, so a sleep settled before it was armed
- * (no ST_ARMED) leaves its dependents to the arm task; and while it is in
+ * (no ST_ARMED) leaves its dependents to the arm task (which waits for
+ * that settler to publish, if it finds the state ST_SETTLING); and while it is in
  * the timer wheel (ST_LINKED) its value slot holds its deadline, so a
  * cancel leaves the slot alone (ST_NOMSG) and queues the sleep's task to
  * take it out of the wheel.
@@ -33,6 +34,10 @@
  * pool while work is queued or running; one held while a fire task is
  * scheduled. Every settler holds its own reference while it touches the
  * future, so the last release may come from any thread at any moment.
+ *
+ * Fork: in the child of a fork(), calls that would queue a task on a
+ * runtime of the parent (attach, cancel, settle a promise, wait) fail with
+ * FUT_EFORKED first (fut__forked, internal.h): its dispatcher is gone.
  *
  * Errors: a rejected future records whether anyone read its error
  * (ST_OBSERVED); freed unread, it is reported through the unobserved hook.
