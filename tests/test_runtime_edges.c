@@ -1,8 +1,9 @@
 /* test_runtime_edges.c - the edges of a runtime's life that once hung:
  * fut_runtime_free called on another runtime's dispatcher, continuations of
  * a freed runtime run by a coroutine of another one (the stand-in), a
- * timeout made or pending when its runtime is freed, and a default runtime
- * whose first making failed. Each test here hung (or failed) before its
+ * timeout made or pending when its runtime is freed, a default runtime
+ * whose first making failed, and a raw pool job run inside a work
+ * function's wait. Each test here hung (or failed) before its
  * fix; a hang fails through the test case's timeout. */
 #include "testutil.h"
 
@@ -314,6 +315,70 @@ START_TEST(test_default_runtime_retried)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * A raw pool job that a waiting work function runs (fut_wait helps its
+ * pool) is no part of that work: its fut_raise has no effect on it
+ * (found by the fuzzer: the work was rejected with the job's error)
+ * ---------------------------------------------------------------------- */
+
+typedef struct raw_probe {
+    fut_pool_job job;
+    atomic_int calls;
+    atomic_int saw_cancelled;
+} raw_probe;
+
+static void raw_probe_fn(fut_pool_job *job, int status)
+{
+    raw_probe *r = TU_CONTAINER_OF(job, raw_probe, job);
+
+    (void)status;
+    atomic_store(&r->saw_cancelled, fut_cancelled());
+    fut_raise(EIO, "a raw job raised"); /* outside any work: no effect */
+    atomic_fetch_add(&r->calls, 1);
+}
+
+typedef struct helper_work {
+    fut_runtime *rt;
+    fut_future *never;  /* a pending future to wait on */
+    raw_probe probe;
+    int submit_rc, wait_rc;
+} helper_work;
+
+static void *work_that_helps(void *arg)
+{
+    helper_work *h = arg;
+
+    h->submit_rc = fut_pool_submit(fut_runtime_pool(h->rt), FUT_LANE_COMPUTE, &h->probe.job, raw_probe_fn);
+    /* The only compute worker is us: the raw job runs in this wait. */
+    h->wait_rc = fut_wait(h->never, 0.2);
+    return TU_PTR(7);
+}
+
+START_TEST(test_raw_job_in_wait_is_not_the_work)
+{
+    helper_work h = { 0 };
+    fut_promise *p;
+    fut_future *w;
+
+    h.rt = tu_rt_new(1);
+    p = fut_promise_new(h.rt);
+    h.never = fut_promise_future(p);
+    w = fut_submit(h.rt, work_that_helps, &h);
+    TU_SETTLE(w);
+    ck_assert_int_eq(h.submit_rc, 0);
+    ck_assert_int_eq(h.wait_rc, ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&h.probe.calls), 1);
+    ck_assert_int_eq(atomic_load(&h.probe.saw_cancelled), 0);
+    ck_assert_int_eq(fut_error(w), 0);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(7));
+    fut_release(w);
+    fut_release(h.never);
+    fut_promise_resolve(p, NULL);
+    fut_promise_free(p);
+    tu_rt_finish(h.rt);
+}
+END_TEST
+
 static Suite *runtime_edges_suite(void)
 {
     Suite *s = suite_create("runtime_edges");
@@ -325,6 +390,9 @@ static Suite *runtime_edges_suite(void)
     tcase_add_test(tc, test_stand_in_is_plain_continuation);
     tcase_add_test(tc, test_timeout_made_after_free);
     tcase_add_test(tc, test_timeout_pending_across_free);
+
+    tc = tu_tcase(s, "calls", 20);
+    tcase_add_test(tc, test_raw_job_in_wait_is_not_the_work);
 
     tc = tu_tcase(s, "default", 30);
     tcase_add_test(tc, test_default_runtime_retried);
