@@ -70,7 +70,8 @@ static const char forked_msg[] =
 
 /* ---- fut_raise and the call in progress ---- */
 
-_Thread_local struct fut__call *fut__call_cur;
+/* fut__call_cur is defined by the pool (pool.c), which hides it while a
+ * thread helps run jobs. */
 
 static char *vformat(const char *fmt, va_list ap)
 {
@@ -642,21 +643,6 @@ static int passed(const struct timespec *deadline)
            (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
 }
 
-/* Run one batch of pool's compute jobs on this thread, outside the call
- * in progress: a raw pool job run here is no part of it (its fut_raise
- * must not reject our work, its fut_cancelled not report our cancel);
- * work jobs begin calls of their own. */
-static int help(fut_pool *pool)
-{
-    struct fut__call *c = fut__call_cur;
-    int ran;
-
-    fut__call_cur = NULL;
-    ran = fut__pool_help(pool);
-    fut__call_cur = c;
-    return ran;
-}
-
 int fut_wait(fut_future *f, double timeout_s)
 {
     struct timespec deadline, *dl = NULL;
@@ -682,7 +668,7 @@ int fut_wait(fut_future *f, double timeout_s)
         if (fut__compute_worker && fut__current_pool == f->rt->pool) {
             /* A compute worker keeps its pool moving: the future may be
              * waiting for a job queued behind us. */
-            if (help(f->rt->pool))
+            if (fut__pool_help(f->rt->pool)) /* outside our call (pool_internal.h) */
                 continue;
             struct timespec nap;
             deadline_after(&nap, 0.0005);

@@ -83,6 +83,7 @@
 #define BACKOFF_PAUSES 40 /* about 1 us: wait after taking a short batch */
 
 atomic_uint fut__fork_gen;
+_Thread_local struct fut__call *fut__call_cur;
 _Thread_local struct fut_pool *fut__current_pool;
 _Thread_local int fut__compute_worker;
 
@@ -682,10 +683,24 @@ static int quiescent(struct fut_pool *pool)
     return finished == taken;
 }
 
+/* Run a batch on a thread that helps while it waits: as the pool's own
+ * (its jobs may submit while draining), outside the call the thread is in
+ * (see fut__call_cur). */
+static void run_helping(struct fut_pool *pool, fut_pool_job *batch)
+{
+    struct fut_pool *outer = fut__current_pool;
+    struct fut__call *call = fut__call_cur;
+
+    fut__current_pool = pool;
+    fut__call_cur = NULL;
+    run_batch(pool, batch);
+    fut__call_cur = call;
+    fut__current_pool = outer;
+}
+
 /* Wait until the pool is idle, running compute batches meanwhile. */
 static void wait_quiescent(struct fut_pool *pool)
 {
-    struct fut_pool *outer = fut__current_pool;
     fut_pool_job *batch;
     unsigned seq;
 
@@ -696,9 +711,7 @@ static void wait_quiescent(struct fut_pool *pool)
             break;
         uint64_t grabbed;
         if (take(pool, &batch, &grabbed) != 0) {
-            fut__current_pool = pool; /* its jobs may submit while draining */
-            run_batch(pool, batch);
-            fut__current_pool = outer;
+            run_helping(pool, batch);
             continue;
         }
         fut__futex_wait(&pool->idle_seq, seq);
@@ -722,15 +735,12 @@ int fut_pool_wait_idle(fut_pool *pool)
 
 int fut__pool_help(struct fut_pool *pool)
 {
-    struct fut_pool *outer = fut__current_pool;
     fut_pool_job *batch;
     uint64_t grabbed;
 
     if (take(pool, &batch, &grabbed) == 0)
         return 0;
-    fut__current_pool = pool;
-    run_batch(pool, batch);
-    fut__current_pool = outer;
+    run_helping(pool, batch);
     return 1;
 }
 

@@ -113,6 +113,14 @@ struct fut_pool {
 /* Bumped in the child after fork(): a pool of another generation is dead. */
 extern atomic_uint fut__fork_gen;
 
+/* The record of the call in progress on this thread, owned by the layer
+ * above (futures/internal.h: struct fut__call; fut_raise records into
+ * it). The pool only hides it while a thread helps run jobs (in
+ * fut_pool_wait_idle, a draining shutdown, fut__pool_help): a job run
+ * there is no part of the call that waits. */
+struct fut__call;
+extern _Thread_local struct fut__call *fut__call_cur;
+
 /* The pool whose job the current thread is running (or whose worker it is). */
 extern _Thread_local struct fut_pool *fut__current_pool;
 /* Set on compute workers (the pool is fut__current_pool). */
