@@ -97,7 +97,8 @@
  *     once, and timeouts of its pending futures decided at once.
  *   - fut_pool_wait_idle returns only when every job of its pool has run;
  *     every raw pool job accepted is called exactly once (status 0,
- *     ECANCELED, or EAGAIN/ENOMEM on the blocking lane).
+ *     ECANCELED, or EAGAIN/ENOMEM on the blocking lane), is no work
+ *     (fut_cancelled 0, and its fut_raise has no effect on anything).
  *   - An op that makes a future returns NULL only with ENOMEM, and only
  *     when an allocation was made to fail.
  *   - Nothing is live at the end: fut_runtime_live(rt) reaches 0 before
@@ -1373,6 +1374,7 @@ static void raw_fn(fut_pool_job *job, int status)
 
     CHECK(!fut_on_dispatcher(NULL), "a raw pool job called on a dispatcher");
     CHECK(!fut_cancelled(), "fut_cancelled in a raw pool job");
+    fut_raise(EIO, "a raw pool job raised"); /* outside work: no effect */
     atomic_store(&r->status, status);
     if (atomic_fetch_add(&r->calls, 1) != 0)
         die("a raw pool job was called twice");
