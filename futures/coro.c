@@ -274,8 +274,18 @@ int fut__coro_cancel_all(fut_runtime *rt)
     if (cr == NULL || cr->cancelled_all || cr->nlive == 0)
         return 0;
     cr->cancelled_all = 1;
-    for (co = cr->live; co != NULL; co = co->next)
+    for (co = cr->live; co != NULL; co = co->next) {
         fut_cancel(co->f);
+        /* Delivered here too: a coroutine whose future was cancelled
+         * before (its cancel taken, it went on and awaits again) gets no
+         * cancel task from the fut_cancel above, and would wait forever
+         * for a future nobody settles (found by the fuzzer). */
+        if (co->started && !co->finished) {
+            co->cancel = 1;
+            if (co->awaiting != NULL)
+                fut_cancel(co->awaiting); /* it resumes us, if it had not settled */
+        }
+    }
     return 1;
 }
 

@@ -2,8 +2,9 @@
  * fut_runtime_free called on another runtime's dispatcher, continuations of
  * a freed runtime run by a coroutine of another one (the stand-in), a
  * timeout made or pending when its runtime is freed, a default runtime
- * whose first making failed, and a raw pool job run inside a work
- * function's wait. Each test here hung (or failed) before its
+ * whose first making failed, a raw pool job run inside a work function's
+ * wait, and a coroutine that took a cancel and awaits again when its
+ * runtime is freed. Each test here hung (or failed) before its
  * fix; a hang fails through the test case's timeout. */
 #include "testutil.h"
 
@@ -379,6 +380,61 @@ START_TEST(test_raw_job_in_wait_is_not_the_work)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * A coroutine cancelled before the runtime is freed, which took the
+ * cancel and went on to await again, is still cancelled by the shutdown
+ * (found by the fuzzer: fut_runtime_free hung)
+ * ---------------------------------------------------------------------- */
+
+typedef struct stubborn {
+    fut_future *first, *second;  /* pending futures it awaits in turn */
+    atomic_int first_err, second_err, at_first, at_second;
+} stubborn;
+
+static void *stubborn_coro(void *arg)
+{
+    stubborn *st = arg;
+    int err = -1;
+
+    atomic_store(&st->at_first, 1);
+    fut_await(st->first, &err);
+    atomic_store(&st->first_err, err);
+    err = -1;
+    atomic_store(&st->at_second, 1);
+    fut_await(st->second, &err); /* it took the cancel and goes on */
+    atomic_store(&st->second_err, err);
+    return NULL;
+}
+
+START_TEST(test_free_cancels_coroutine_cancelled_before)
+{
+    fut_runtime *rt = tu_rt_new(1);
+    fut_promise *p1 = fut_promise_new(rt), *p2 = fut_promise_new(rt);
+    stubborn st = { 0 };
+    fut_future *co;
+
+    st.first = fut_promise_future(p1);
+    st.second = fut_promise_future(p2);
+    atomic_store(&st.first_err, -1);
+    atomic_store(&st.second_err, -1);
+    co = fut_async(rt, stubborn_coro, &st);
+    ck_assert_ptr_nonnull(co);
+    TU_POLL_COUNT(&st.at_first, 1); /* it awaits the first */
+    ck_assert_int_eq(fut_cancel(co), 0);
+    TU_POLL_COUNT(&st.at_second, 1);
+    ck_assert_int_eq(atomic_load(&st.first_err), ECANCELED);
+    ck_assert_int_eq(fut_runtime_free(rt), 0); /* hung before the fix */
+    ck_assert_int_eq(atomic_load(&st.second_err), ECANCELED);
+    ck_assert_int_eq(fut_state(st.second), FUT_CANCELLED);
+    ck_assert_int_eq(fut_state(co), FUT_CANCELLED);
+    fut_release(co);
+    fut_release(st.first);
+    fut_release(st.second);
+    fut_promise_free(p1);
+    fut_promise_free(p2);
+}
+END_TEST
+
 static Suite *runtime_edges_suite(void)
 {
     Suite *s = suite_create("runtime_edges");
@@ -390,6 +446,7 @@ static Suite *runtime_edges_suite(void)
     tcase_add_test(tc, test_stand_in_is_plain_continuation);
     tcase_add_test(tc, test_timeout_made_after_free);
     tcase_add_test(tc, test_timeout_pending_across_free);
+    tcase_add_test(tc, test_free_cancels_coroutine_cancelled_before);
 
     tc = tu_tcase(s, "calls", 20);
     tcase_add_test(tc, test_raw_job_in_wait_is_not_the_work);
