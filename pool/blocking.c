@@ -225,7 +225,7 @@ static void strand(struct fut_pool *pool, fut_pool_job *j, uint64_t n, int rc)
 
     for (; j != NULL; j = next) {
         next = j->next_; /* fn may free or resubmit j */
-        j->fn_(j, rc);
+        fut__job_notify(j, rc);
     }
     atomic_fetch_add_explicit(&b->cancelled, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&b->finished, n, memory_order_seq_cst);

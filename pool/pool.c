@@ -752,7 +752,7 @@ static uint64_t cancel_chain(fut_pool_job *j)
 
     for (; j != NULL; j = next) {
         next = j->next_;
-        j->fn_(j, ECANCELED);
+        fut__job_notify(j, ECANCELED);
         n++;
     }
     return n;

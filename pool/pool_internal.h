@@ -121,6 +121,18 @@ extern atomic_uint fut__fork_gen;
 struct fut__call;
 extern _Thread_local struct fut__call *fut__call_cur;
 
+/* Call job's callback from a thread that may be in a call of the layer
+ * above (a shutdown's cancel notices, a failed start's strand notices, on
+ * the thread that made that call): outside that call. */
+static inline void fut__job_notify(fut_pool_job *job, int status)
+{
+    struct fut__call *call = fut__call_cur;
+
+    fut__call_cur = NULL;
+    job->fn_(job, status);
+    fut__call_cur = call;
+}
+
 /* The pool whose job the current thread is running (or whose worker it is). */
 extern _Thread_local struct fut_pool *fut__current_pool;
 /* Set on compute workers (the pool is fut__current_pool). */

@@ -435,6 +435,73 @@ START_TEST(test_free_cancels_coroutine_cancelled_before)
 }
 END_TEST
 
+/* The same for the notices of a shutdown: work of B frees runtime A,
+ * whose queued blocking job is told ECANCELED on that work's thread; the
+ * job's fut_raise must not reject B's work. */
+typedef struct gate_job {
+    fut_pool_job job;
+    atomic_int open, running;
+} gate_job;
+
+static void gate_fn(fut_pool_job *job, int status)
+{
+    gate_job *g = TU_CONTAINER_OF(job, gate_job, job);
+    uint64_t until = tu_deadline_ms(5000);
+
+    (void)status;
+    atomic_store(&g->running, 1);
+    while (!atomic_load(&g->open) && tu_now_ns() < until)
+        usleep(1000);
+}
+
+typedef struct freer {
+    fut_runtime *a;
+    gate_job *gate;
+    int rc;
+} freer;
+
+static void *open_gate_later(void *arg)
+{
+    gate_job *g = arg;
+
+    usleep(50000);
+    atomic_store(&g->open, 1);
+    return NULL;
+}
+
+static void *work_frees_a(void *arg)
+{
+    freer *fr = arg;
+    pthread_t t;
+
+    pthread_create(&t, NULL, open_gate_later, fr->gate);
+    fr->rc = fut_runtime_free(fr->a); /* the probe is told ECANCELED here */
+    pthread_join(t, NULL);
+    return TU_PTR(9);
+}
+
+START_TEST(test_shutdown_notice_is_not_the_work)
+{
+    fut_runtime *a = tu_rt_new_opts(1, 1), *b = tu_rt_new(1);
+    gate_job gate = { 0 };
+    raw_probe probe = { 0 };
+    freer fr = { .a = a, .gate = &gate };
+    fut_future *w;
+
+    ck_assert_int_eq(fut_pool_submit(fut_runtime_pool(a), FUT_LANE_BLOCKING, &gate.job, gate_fn), 0);
+    TU_POLL_COUNT(&gate.running, 1); /* the lane's only thread is busy */
+    ck_assert_int_eq(fut_pool_submit(fut_runtime_pool(a), FUT_LANE_BLOCKING, &probe.job, raw_probe_fn), 0);
+    w = fut_submit(b, work_frees_a, &fr);
+    TU_SETTLE(w);
+    ck_assert_int_eq(fr.rc, 0);
+    ck_assert_int_eq(atomic_load(&probe.calls), 1);
+    ck_assert_int_eq(fut_error(w), 0);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(9));
+    fut_release(w);
+    tu_rt_finish(b);
+}
+END_TEST
+
 static Suite *runtime_edges_suite(void)
 {
     Suite *s = suite_create("runtime_edges");
@@ -450,6 +517,7 @@ static Suite *runtime_edges_suite(void)
 
     tc = tu_tcase(s, "calls", 20);
     tcase_add_test(tc, test_raw_job_in_wait_is_not_the_work);
+    tcase_add_test(tc, test_shutdown_notice_is_not_the_work);
 
     tc = tu_tcase(s, "default", 30);
     tcase_add_test(tc, test_default_runtime_retried);
