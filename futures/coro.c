@@ -237,16 +237,23 @@ static void await_fired(struct fut__task *t)
     fut_release(f);
 }
 
-static void cancel_task(struct fut__task *t)
+/* Tell a running coroutine of a cancel (dispatcher): its next await or
+ * yield returns ECANCELED, and the future it awaits is cancelled. */
+static void deliver_cancel(struct fut__coro *co)
 {
-    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, cancel_task));
-    fut_future *f = co->f;
-
     if (co->started && !co->finished) {
         co->cancel = 1;
         if (co->awaiting != NULL)
             fut_cancel(co->awaiting); /* it resumes us, if it had not settled */
     }
+}
+
+static void cancel_task(struct fut__task *t)
+{
+    struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, cancel_task));
+    fut_future *f = co->f;
+
+    deliver_cancel(co);
     fut_release(f); /* the cancel's reference */
 }
 
@@ -280,11 +287,7 @@ int fut__coro_cancel_all(fut_runtime *rt)
          * before (its cancel taken, it went on and awaits again) gets no
          * cancel task from the fut_cancel above, and would wait forever
          * for a future nobody settles (found by the fuzzer). */
-        if (co->started && !co->finished) {
-            co->cancel = 1;
-            if (co->awaiting != NULL)
-                fut_cancel(co->awaiting); /* it resumes us, if it had not settled */
-        }
+        deliver_cancel(co);
     }
     return 1;
 }

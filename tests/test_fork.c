@@ -592,11 +592,11 @@ static void verify_state(struct st *st)
     }
 }
 
-static void free_state(struct st *st)
+/* Drop the futures and the promise of st (not its pipe, not its memory). */
+static void release_futures(struct st *st)
 {
     for (unsigned i = 0; i < st->nwork; i++)
         fut_release(st->work[i]);
-    free(st->work);
     fut_release(st->queued);
     fut_release(st->main);
     fut_release(st->prom_f);
@@ -604,6 +604,12 @@ static void free_state(struct st *st)
     fut_release(st->rejected);
     fut_release(st->gather);
     fut_promise_free(st->prom);
+}
+
+static void free_state(struct st *st)
+{
+    release_futures(st);
+    free(st->work);
     if (st->fd[0] >= 0)
         close(st->fd[0]);
     if (st->fd[1] >= 0)
@@ -1198,15 +1204,7 @@ static void child_exit(void)
  * parent's work reads it). */
 static void child_release_parent(struct st *pst)
 {
-    for (unsigned i = 0; i < pst->nwork; i++)
-        fut_release(pst->work[i]);
-    fut_release(pst->queued);
-    fut_release(pst->main);
-    fut_release(pst->prom_f);
-    fut_release(pst->cont);
-    fut_release(pst->rejected);
-    fut_release(pst->gather);
-    fut_promise_free(pst->prom);
+    release_futures(pst);
 }
 
 /* ------------------------------------------------------------------------
