@@ -52,6 +52,7 @@
 #endif
 
 #include "futures/internal.h"
+#include "io/io.h"
 #include "pool/alloc.h"
 #include "pool/pool_internal.h"
 
@@ -162,7 +163,7 @@ static void report_unobserved(int code, const char *message)
 /* The block size of a future of kind: the common part plus what u holds. */
 static int large_kind(unsigned kind)
 {
-    return kind == K_WORK || kind == K_THEN || kind == K_CATCH || kind == K_FINALLY;
+    return kind == K_WORK || kind == K_THEN || kind == K_CATCH || kind == K_FINALLY || kind == K_IO;
 }
 
 fut_future *fut__future_new(fut_runtime *rt, int kind, unsigned refs)
@@ -281,6 +282,8 @@ void fut__future_task(fut_future *f)
         } else if ((s & ST_MASK) == FUT_CANCELLED) {
             fut__timer_cancelled(f->rt, f); /* out of the wheel, if still in it */
         }
+    } else if (((s & ST_KIND) >> ST_KIND_SHIFT) == K_IO && (s & ST_LINKED)) {
+        fut__io_unlink(f); /* settled while waiting: out of its descriptor's waiters */
     }
     fire(f);
     fut_release(f); /* the reference of the scheduled task */
@@ -335,7 +338,7 @@ int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, in
         if (code <= 0 || code > FUT__CODE_MAX)
             code = EINVAL;
         fin = to | (unsigned)code << ST_CODE_SHIFT;
-        if (s & ST_LINKED) {
+        if ((s & ST_LINKED) && ((s & ST_KIND) >> ST_KIND_SHIFT) == K_SLEEP) {
             /* A sleep in the wheel: the slot holds its deadline, which the
              * dispatcher may be reading. */
             if (owned)
@@ -360,9 +363,9 @@ int fut__settle(fut_future *f, unsigned to, void *value, int code, char *msg, in
     if (kind == K_SLEEP && !(s & ST_ARMED)) {
         /* fut_sleep's arm task is queued on f->link: it runs the
          * dependents when it finds f settled. */
-    } else if (kind == K_SLEEP && (s & ST_LINKED)) {
-        /* In the wheel: its task takes it out at once, then runs the
-         * dependents. */
+    } else if ((kind == K_SLEEP || kind == K_IO) && (s & ST_LINKED)) {
+        /* In the wheel, or in a descriptor's waiters: its task takes it
+         * out at once, then runs the dependents. */
         fut_retain(f);
         fut__schedule_future(f->rt, f);
     } else {

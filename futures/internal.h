@@ -28,9 +28,10 @@ struct fut__task {
  *              slot was left alone (it held the deadline): the message is
  *              "cancelled"
  *   bits 8-11  the kind (enum fut__kind), fixed at creation
- *   bit 12     ST_LINKED: a sleep is in the timer wheel; only the
- *              dispatcher sets and clears it, and while it is set the
- *              value slot holds the deadline and settlers do not write it
+ *   bit 12     ST_LINKED: a sleep is in the timer wheel, or a K_IO wait
+ *              in its descriptor's list of waiters; only the dispatcher
+ *              sets and clears it, and while a sleep has it the value
+ *              slot holds the deadline and settlers do not write it
  *   bits 16-31 the error code of a rejected or cancelled future
  * Packing them here keeps the common part of a future at 40 bytes. */
 #define ST_MASK 0x7u
@@ -61,7 +62,8 @@ enum fut__kind {
     K_ANY,
     K_RACE,
     K_TIMEOUT,  /* u.group with one child and a timer */
-    K_CORO      /* fut_async: u.coro, a coroutine on the dispatcher (coro.c) */
+    K_CORO,     /* fut_async: u.coro, a coroutine on the dispatcher (coro.c) */
+    K_IO        /* fut_io_wait: u.io, a wait for a descriptor (io/poll.c) */
 };
 
 #define IS_GROUP(kind) ((kind) >= K_GATHER && (kind) <= K_TIMEOUT)
@@ -106,6 +108,13 @@ struct fut_future {
         } sleep;
         struct fut__group *group; /* K_GATHER, K_ANY, K_RACE, K_TIMEOUT */
         struct fut__coro *coro;   /* K_CORO */
+        struct {
+            struct fut__task task;     /* registration on the dispatcher, when made elsewhere */
+            struct fut_future *next;   /* in its descriptor's waiters (while ST_LINKED) */
+            struct fut_future **prev;  /* what points at us there */
+            int fd;
+            unsigned events;           /* FUT_IO_READ | FUT_IO_WRITE */
+        } io;                     /* K_IO */
     } u;
 };
 
@@ -156,7 +165,8 @@ struct fut_runtime {
      * taken whole by the dispatcher). */
     _Alignas(FUT__CACHELINE) _Atomic(struct fut__task *) inbox;
 
-    /* Futex word: 1 while the dispatcher sleeps or is about to. */
+    /* 1 while the dispatcher sleeps on this futex word or is about to,
+     * 2 while it sleeps in its poller (wake it through the poller). */
     _Alignas(FUT__CACHELINE) atomic_uint parked;
 
     /* Dispatcher-only. */
@@ -175,6 +185,9 @@ struct fut_runtime {
     _Atomic size_t coro_stack_size; /* usable bytes of coroutine stacks */
     atomic_int coro_begun;     /* the first coroutine started: the stack size is fixed */
     unsigned gen;              /* fork generation it was made in (fut__forked) */
+    /* Descriptors watched (io/poll.c): made by the dispatcher on first
+     * use (release), read by producers that find parked == 2 to wake it. */
+    _Atomic(struct fut__io *) io;
     pthread_t thread;          /* the dispatcher */
 };
 
@@ -327,6 +340,7 @@ static inline void fut__append_local(fut_runtime *rt, struct fut__task *e)
  * lock of this layer that another thread may hold across a fork(). */
 void fut__atfork_init(void);
 fut_runtime *fut__runtime(fut_runtime *rt); /* rt, or the default one (NULL if it cannot be made) */
+fut_runtime *fut__runtime_if_made(void);    /* the default runtime if it exists (never makes it) */
 /* Queue a task on rt's dispatcher (any thread). The caller must keep rt
  * alive until the call returns, not only until the task is queued: from
  * another thread the push still reads rt (to wake the dispatcher) after

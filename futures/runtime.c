@@ -17,6 +17,16 @@
  * store then load), so either the producer sees parked or the dispatcher
  * sees the task: no lost wake-up, and no system call while it is awake.
  *
+ * Descriptors (io/poll.c): once something has waited on one, the
+ * dispatcher parks in its poller instead (epoll_pwait2, nanosecond
+ * timeouts) and stores parked = 2, which tells a producer to wake it
+ * through the poller's eventfd; the same exchange gives one wake-up per
+ * sleep. While busy it looks at the poller without waiting at most every
+ * millisecond (fut__io_busy), so a stream of tasks cannot starve I/O; a
+ * look settles at most 128 waits' futures, whose dependents queue behind
+ * the tasks already queued, so I/O cannot starve tasks. A runtime that
+ * never waits on a descriptor never makes the poller and keeps the futex.
+ *
  * Timers (timer.c) are the dispatcher's own: it runs the due ones after
  * its queues, then sleeps until the earliest deadline (futex wait on an
  * absolute CLOCK_MONOTONIC deadline, timer slack 1 ns).
@@ -54,6 +64,7 @@
 #endif
 
 #include "futures/coro.h"
+#include "io/io.h"
 #include "pool/alloc.h"
 #include "pool/pool_internal.h"
 
@@ -103,6 +114,15 @@ static void run_dead(fut_runtime *rt, struct fut__task *e)
     fut__unlock(&rt->dead_lock);
 }
 
+/* The dispatcher was parked (was: what parked held before we took it). */
+static void wake(fut_runtime *rt, unsigned was)
+{
+    if (was == 1)
+        fut__futex_wake(&rt->parked, 1);
+    else if (was == 2)
+        fut__io_wake(rt); /* in its poller: rt->io is set (stored before parked) */
+}
+
 static void push(fut_runtime *rt, struct fut__task *e)
 {
     struct fut__task *top;
@@ -121,9 +141,8 @@ static void push(fut_runtime *rt, struct fut__task *e)
         /* seq_cst: releases the entry and orders the parked load below. */
     } while (!atomic_compare_exchange_weak_explicit(&rt->inbox, &top, e, memory_order_seq_cst,
                                                     memory_order_relaxed));
-    if (atomic_load_explicit(&rt->parked, memory_order_seq_cst) != 0 &&
-        atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
-        fut__futex_wake(&rt->parked, 1);
+    if (atomic_load_explicit(&rt->parked, memory_order_seq_cst) != 0)
+        wake(rt, atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst));
 }
 
 void fut__schedule(fut_runtime *rt, struct fut__task *task)
@@ -210,7 +229,7 @@ static void park(fut_runtime *rt, uint64_t next, int stopping_too)
 {
     uint64_t target = next, now;
     struct timespec until;
-    int timed_out;
+    int timed_out, io = atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL;
 
     if (next != UINT64_MAX && rt->spin_max_ns != 0)
         target = next > rt->spin_ns ? next - rt->spin_ns : 0;
@@ -226,22 +245,35 @@ static void park(fut_runtime *rt, uint64_t next, int stopping_too)
             return;
         now = fut__now_ns();
     }
-    atomic_store_explicit(&rt->parked, 1, memory_order_seq_cst);
+    /* Waiting on descriptors: sleep in the poller (2: a producer wakes
+     * us through it), else on the futex word (1). */
+    atomic_store_explicit(&rt->parked, io ? 2 : 1, memory_order_seq_cst);
     if (atomic_load_explicit(&rt->inbox, memory_order_seq_cst) != NULL ||
         (!stopping_too && atomic_load_explicit(&rt->stopping, memory_order_seq_cst))) {
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        if (io)
+            fut__io_busy(rt);
         return;
     }
     if (next == UINT64_MAX) {
-        fut__futex_wait(&rt->parked, 1);
+        if (io)
+            fut__io_poll(rt, -1);
+        else
+            fut__futex_wait(&rt->parked, 1);
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
         return;
     }
     now = fut__now_ns();
     if (target > now) {
-        until.tv_sec = (time_t)(target / 1000000000u);
-        until.tv_nsec = (long)(target % 1000000000u);
-        timed_out = fut__futex_wait_until(&rt->parked, 1, &until) == ETIMEDOUT;
+        if (io) {
+            fut__io_poll(rt, (int64_t)(target - now));
+            now = fut__now_ns();
+            timed_out = now >= target;
+        } else {
+            until.tv_sec = (time_t)(target / 1000000000u);
+            until.tv_nsec = (long)(target % 1000000000u);
+            timed_out = fut__futex_wait_until(&rt->parked, 1, &until) == ETIMEDOUT;
+        }
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
         if (rt->spin_max_ns == 0 || !timed_out)
             return;
@@ -257,6 +289,8 @@ static void park(fut_runtime *rt, uint64_t next, int stopping_too)
         }
     } else {
         atomic_store_explicit(&rt->parked, 0, memory_order_relaxed);
+        if (io)
+            fut__io_busy(rt);
     }
     while (now < next && atomic_load_explicit(&rt->inbox, memory_order_relaxed) == NULL &&
            !atomic_load_explicit(&rt->stopping, memory_order_relaxed)) {
@@ -277,6 +311,8 @@ static void *dispatcher_main(void *arg)
     for (;;) {
         uint64_t next;
         run_queue(rt);
+        if (fut__unlikely(atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL))
+            fut__io_busy(rt); /* tasks cannot starve I/O: a look every millisecond */
         if (take_inbox(rt, NULL))
             continue;
         next = fut__timers_run(rt);
@@ -289,6 +325,8 @@ static void *dispatcher_main(void *arg)
                 fut__timers_cancel_all(rt); /* their dependents run before we exit */
                 continue;
             }
+            if (fut__io_cancel_all(rt)) /* waits on descriptors: cancelled */
+                continue;
             if (fut__coro_live(rt) == 0)
                 break;
             park(rt, UINT64_MAX, 1); /* a coroutine waits for another runtime */
@@ -406,6 +444,7 @@ fail_pool:
 void fut__runtime_unref(fut_runtime *rt)
 {
     if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1) {
+        fut__io_free(rt);
         pthread_mutex_destroy(&rt->dead_lock);
         fut__free(rt);
     }
@@ -449,9 +488,9 @@ int fut_runtime_free(fut_runtime *rt)
     if (rc != 0)
         return rc;
     atomic_store_explicit(&rt->stopping, 1, memory_order_seq_cst);
-    if (atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst) != 0)
-        fut__futex_wake(&rt->parked, 1);
+    wake(rt, atomic_exchange_explicit(&rt->parked, 0, memory_order_seq_cst));
     fut__join(rt->thread);
+    fut__io_stop(rt); /* the poller: nothing waits in it any more */
     fut_pool_free(rt->pool);
     rt->pool = NULL;
     fut__runtime_unref(rt);
@@ -536,6 +575,13 @@ fut_runtime *fut__runtime(fut_runtime *rt)
     if (fut__likely(rt != NULL && !fut__forked(rt)))
         return rt;
     return default_make();
+}
+
+fut_runtime *fut__runtime_if_made(void)
+{
+    fut_runtime *rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+
+    return rt != NULL && !fut__forked(rt) ? rt : NULL;
 }
 
 fut_pool *fut_runtime_pool(fut_runtime *rt)

@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -593,6 +595,244 @@ FUT_EXPORT int fut_runtime_set_stack_size(fut_runtime *rt, size_t bytes);
  * hook it found). */
 typedef void (*fut_unobserved_fn)(int code, const char *message, void *arg);
 FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------
+ * Waiting on descriptors: sockets, pipes and the like (fut_io_*, fut_read,
+ * fut_tcp_*, fut_stream_*, fut_serve)
+ *
+ * A runtime's dispatcher watches descriptors as it watches timers (epoll,
+ * set up the first time a coroutine or fut_io_wait on that runtime has to
+ * wait for one): a coroutine that reads a socket with nothing to read is
+ * suspended, and only it, until the descriptor is ready, so one thread
+ * serves thousands of connections (asyncio's sock_* calls and streams).
+ * A runtime that never waits on a descriptor never makes the poller.
+ *
+ * Where a call runs decides how it waits (fut_read .. fut_serve):
+ *   - in a coroutine: it tries the system call; if that would block, it
+ *     suspends only this coroutine until the descriptor is ready (or the
+ *     timeout passes), then tries again. Cancelling the coroutine makes
+ *     the pending call return -ECANCELED (once; the cancel is taken);
+ *   - on a thread that is no dispatcher (main, your threads, pool work):
+ *     it blocks that thread (poll(2)) the same way, with the same
+ *     timeout, so that helper functions work from both worlds;
+ *   - in a plain continuation on a dispatcher: -EDEADLK at once, before
+ *     any system call (waiting there would stop the dispatcher).
+ *
+ * Return values: these calls return a count or a descriptor (>= 0) on
+ * success and a negated errno code on failure (-ECONNREFUSED), as the
+ * kernel and liburing do; they never set errno (fut_stream_new,
+ * fut_open_connection and fut_serve, which make an object, return NULL
+ * with errno set). Errors come back as codes, never as a signal: writes
+ * to a socket or pipe whose reader is gone return -EPIPE and raise no
+ * SIGPIPE. Common codes: -EBADF (not an open descriptor), -EINVAL (bad
+ * arguments: a NULL buffer with n > 0, a NaN timeout), -ETIMEDOUT (the
+ * timeout passed), -ECANCELED, -EDEADLK, -ECONNREFUSED, -ECONNRESET,
+ * -EPIPE, -FUT_EFORKED (in the child of a fork(), a coroutine of the
+ * parent's runtime).
+ *
+ * Timeouts: timeout_s < 0 means no limit; 0 means try once and never wait
+ * (-ETIMEDOUT if the call would block); it bounds the whole call (a write
+ * of many chunks, a connect that tries several addresses), not each wait.
+ *
+ * Non-blocking mode: on sockets, reads and writes pass MSG_DONTWAIT and
+ * leave the descriptor's mode alone. The library sets O_NONBLOCK (and
+ * leaves it set) on a socket given to fut_connect or fut_accept, and on a
+ * descriptor that is not a socket (a pipe, a terminal) given to fut_read
+ * or fut_write, since those have no per-call way not to block. The
+ * sockets it makes (fut_accept, fut_tcp_connect, fut_tcp_listen,
+ * fut_open_connection, fut_serve) are non-blocking and close-on-exec.
+ * Regular files are always "ready": their reads block the calling thread
+ * briefly even in a coroutine; offload big file I/O with
+ * fut_submit_blocking.
+ *
+ * Closing: close a watched descriptor with fut_close (or call
+ * fut_io_detach first): waits pending on it in the calling thread's
+ * runtime end with -EBADF (a readiness future is rejected with EBADF). A
+ * descriptor closed with plain close(2) while a wait is pending on it
+ * leaves that wait pending until its timeout or cancel (the kernel drops
+ * a closed descriptor from the poller without a word); the runtime never
+ * mixes it up with a later descriptor that gets the same number: the
+ * first wait on that number checks the descriptor's identity, ends the
+ * old waits with EBADF and watches the new one.
+ *
+ * fork(): the child must not use descriptors through a runtime of the
+ * parent (FUT_EFORKED); the parent's poller is left alone. A runtime made
+ * in the child works fully.
+ * ---------------------------------------------------------------------- */
+
+/* Readiness events: what fut_io_wait waits for, and what its future
+ * resolves with (several may be set). */
+#define FUT_IO_READ 0x1u  /* readable (or end of stream) */
+#define FUT_IO_WRITE 0x4u /* writable */
+#define FUT_IO_ERR 0x8u   /* an error is pending on it (only in the result) */
+#define FUT_IO_HUP 0x10u  /* the peer hung up (only in the result) */
+
+/* A future that resolves when fd is ready for one of events (FUT_IO_READ,
+ * FUT_IO_WRITE or both), on rt's dispatcher (NULL: the default runtime),
+ * with the events seen as its value: (void *)(uintptr_t)FUT_IO_READ | ...
+ * (FUT_IO_ERR and FUT_IO_HUP come with both, whatever was asked). No
+ * thread is held while it waits; it works with fut_then, fut_await,
+ * fut_timeout, fut_race and fut_gather. Cancelling it removes the
+ * interest. It resolves as soon as fd is ready, also when it was ready
+ * before the call (level semantics: wait, then read until EAGAIN, then
+ * wait again). Rejected with EPERM (fd is a regular file or a directory:
+ * always ready, epoll refuses them), EBADF (fd not open, or detached or
+ * closed and its number reused while waited on), ENOMEM; cancelled when
+ * rt shuts down. NULL with errno EINVAL (fd < 0, events not a nonempty
+ * subset of FUT_IO_READ | FUT_IO_WRITE) or ENOMEM. Any thread. */
+FUT_EXPORT fut_future *fut_io_wait(fut_runtime *rt, int fd, unsigned events);
+
+/* Stop watching fd on rt (NULL: the runtime of the calling coroutine or
+ * continuation, else the default runtime, if it has been made): its
+ * pending waits end with EBADF, and the poller forgets it. Call it before
+ * you close fd (fut_close does both). From another thread than rt's
+ * dispatcher it waits until the dispatcher has done it (a few
+ * microseconds), so that the close that follows cannot race with it.
+ * Returns 0 (also when fd was not watched), EINVAL (fd < 0), EDEADLK
+ * (called on the dispatcher of another runtime: detach from there with a
+ * task of rt instead), FUT_EFORKED. */
+FUT_EXPORT int fut_io_detach(fut_runtime *rt, int fd);
+
+/* fut_io_detach(NULL, fd), then close(fd). Returns 0, or -EBADF (fd not
+ * open), -EINVAL, or close's error (the descriptor is closed anyway). */
+FUT_EXPORT int fut_close(int fd);
+
+/* Read up to n bytes, as read(2): the count read, 0 at end of stream (or
+ * n == 0), or -code. Waits until some data is there. */
+FUT_EXPORT ssize_t fut_read(int fd, void *buf, size_t n, double timeout_s);
+
+/* Write all n bytes (several writes and waits if need be): returns n, or
+ * -code. On an error or the timeout after part of the buffer was written,
+ * the error is returned and the count of what was written is not (as
+ * asyncio's sock_sendall). */
+FUT_EXPORT ssize_t fut_write(int fd, const void *buf, size_t n, double timeout_s);
+
+/* recv(2) with flags (MSG_PEEK, MSG_WAITALL ...; MSG_DONTWAIT is added):
+ * one receive, the count or 0 at end of stream, or -code. */
+FUT_EXPORT ssize_t fut_recv(int fd, void *buf, size_t n, int flags, double timeout_s);
+
+/* send(2) of all n bytes with flags (MSG_MORE, MSG_OOB ...; MSG_DONTWAIT
+ * and MSG_NOSIGNAL are added): returns n, or -code (as fut_write). */
+FUT_EXPORT ssize_t fut_send(int fd, const void *buf, size_t n, int flags, double timeout_s);
+
+/* Accept a connection on listening socket fd (made non-blocking): the new
+ * descriptor (non-blocking, close-on-exec), or -code. addr / addrlen as
+ * accept(2) (both may be NULL). Errors of the new connection that
+ * accept(2) reports (ECONNABORTED ...) are skipped: it waits for the next
+ * one. */
+FUT_EXPORT int fut_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeout_s);
+
+/* Connect socket fd to addr (non-blocking connect, then SO_ERROR): 0, or
+ * -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH ... On an error, timeout or
+ * cancel, fd is left as it is: close it (a socket whose connect failed
+ * cannot be connected again). */
+FUT_EXPORT int fut_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double timeout_s);
+
+/* Connect to host:port over TCP (host a name or a numeric IPv4 or IPv6
+ * address, port a number or a service name): resolves the name
+ * (getaddrinfo, on the blocking lane when called in a coroutine; numeric
+ * addresses need no lookup) and tries each address in turn until one
+ * accepts. Returns the connected socket (non-blocking, close-on-exec,
+ * TCP_NODELAY) or -code: the last address's error, -EINVAL (host or port
+ * NULL), -ENOENT (the name or service is not known), -EAGAIN (the name
+ * server did not answer, try again), -ETIMEDOUT (the whole call). */
+FUT_EXPORT int fut_tcp_connect(const char *host, const char *port, double timeout_s);
+
+/* A TCP socket listening on host:port (host NULL: every local address,
+ * IPv4 and IPv6 where the system allows; port "0": the kernel picks, see
+ * fut_local_port), with SO_REUSEADDR, non-blocking, close-on-exec;
+ * backlog <= 0 means SOMAXCONN. Returns it, or -code: -EADDRINUSE,
+ * -EACCES, -ENOENT (unknown name), -EINVAL. Resolving a name blocks the
+ * calling thread except in a coroutine (blocking lane). */
+FUT_EXPORT int fut_tcp_listen(const char *host, const char *port, int backlog);
+
+/* The local port of a bound socket (getsockname), or -code. Any thread. */
+FUT_EXPORT int fut_local_port(int fd);
+
+/* ---- streams: buffered reading for line protocols ----
+ *
+ * A stream owns a connected descriptor and a read buffer that grows up to
+ * a limit (asyncio's StreamReader and StreamWriter in one object). Reads
+ * that find what they need buffered return without a system call. One
+ * coroutine (or thread) at a time may use a stream. End of stream is 0,
+ * or a short count; errors are negative. */
+
+typedef struct fut_stream fut_stream;
+
+/* A stream over fd, which it now owns (fut_stream_close closes it).
+ * limit: the most bytes buffered, so the longest line or chunk a read
+ * until a delimiter can return (0: 64 KiB, as asyncio). NULL with errno
+ * EINVAL (fd < 0) or ENOMEM (fd is then still the caller's). Any thread. */
+FUT_EXPORT fut_stream *fut_stream_new(int fd, size_t limit);
+
+/* fut_tcp_connect, then fut_stream_new (asyncio.open_connection). NULL
+ * with errno set to the connect's code (positive: ECONNREFUSED ...) or
+ * ENOMEM. */
+FUT_EXPORT fut_stream *fut_open_connection(const char *host, const char *port, double timeout_s);
+
+/* Its descriptor (still owned by the stream), or -EINVAL for NULL. */
+FUT_EXPORT int fut_stream_fd(const fut_stream *s);
+
+/* Up to n bytes: what is buffered, else one read. The count, 0 at end of
+ * stream, or -code. */
+FUT_EXPORT ssize_t fut_stream_read(fut_stream *s, void *buf, size_t n, double timeout_s);
+
+/* Exactly n bytes, unless the stream ends first: returns n, or the fewer
+ * bytes that came before the end (0 if none), or -code (what was read
+ * then is lost; on -ETIMEDOUT and -ECANCELED it stays buffered for the
+ * next read when it fits the limit). */
+FUT_EXPORT ssize_t fut_stream_readexactly(fut_stream *s, void *buf, size_t n, double timeout_s);
+
+/* The bytes up to and including the next delimiter (dlen > 0 bytes at
+ * delim): *data points at them in the stream's buffer, valid until the
+ * next call on s. Returns their count; at end of stream the bytes left
+ * without a delimiter (a count whose end is not the delimiter), then 0;
+ * -EMSGSIZE if limit bytes came without a delimiter (they stay buffered:
+ * fut_stream_read drains them); -code. */
+FUT_EXPORT ssize_t fut_stream_readuntil(fut_stream *s, const void *delim, size_t dlen,
+                                        const char **data, double timeout_s);
+
+/* fut_stream_readuntil(s, "\n", 1, line, timeout_s): the next line,
+ * with its '\n'. */
+FUT_EXPORT ssize_t fut_stream_readline(fut_stream *s, const char **line, double timeout_s);
+
+/* fut_write on the stream's descriptor. */
+FUT_EXPORT ssize_t fut_stream_write(fut_stream *s, const void *buf, size_t n, double timeout_s);
+
+/* Close the descriptor (fut_close) and free the stream. NULL: 0. Returns
+ * 0 or fut_close's -code (the stream is freed anyway). */
+FUT_EXPORT int fut_stream_close(fut_stream *s);
+
+/* ---- servers (asyncio.start_server) ---- */
+
+typedef struct fut_server fut_server;
+
+/* A connection handler: runs as a coroutine of its own, one per accepted
+ * connection, and owns nothing: the server closes the stream when the
+ * handler returns. */
+typedef void (*fut_conn_fn)(fut_stream *conn, void *arg);
+
+/* Listen on host:port (as fut_tcp_listen; backlog SOMAXCONN) and serve:
+ * a coroutine on rt (NULL: the default runtime) accepts connections and
+ * starts fn(conn, arg) as a coroutine for each. Returns the server, or
+ * NULL with errno (EADDRINUSE, EACCES, ENOENT, EINVAL for NULL fn or
+ * port, ENOMEM). Any thread. If the runtime shuts down while it serves,
+ * the accept loop and every handler are cancelled (their pending calls
+ * return -ECANCELED) and run to their ends. */
+FUT_EXPORT fut_server *fut_serve(fut_runtime *rt, const char *host, const char *port, fut_conn_fn fn,
+                                 void *arg);
+
+/* The port it listens on (useful with port "0"), or -EINVAL for NULL. */
+FUT_EXPORT int fut_server_port(const fut_server *s);
+
+/* Stop serving: the listening socket is closed now (new clients are
+ * refused), handlers that run go on to their ends. Returns a future that
+ * resolves (value NULL) when the last handler has returned
+ * (asyncio's close() then wait_closed()); the server is freed then: do
+ * not use s after this call. NULL with errno EINVAL (s NULL) or ENOMEM
+ * (the server is stopped and freed anyway; nothing tells when its last
+ * handler ends). Any thread. */
+FUT_EXPORT fut_future *fut_server_close(fut_server *s);
 
 #ifdef __cplusplus
 }

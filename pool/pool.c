@@ -69,12 +69,10 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define BATCH_MAX 16 /* most jobs a compute worker takes at once */
@@ -95,31 +93,6 @@ _Noreturn void fut__die(const char *what, int rc)
 {
     fprintf(stderr, "libfutures: fatal: %s: %s\n", what, strerror(rc));
     abort();
-}
-
-void fut__futex_wait(atomic_uint *word, unsigned expected)
-{
-    /* EAGAIN (value changed) and EINTR are normal: callers re-check. */
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
-}
-
-int fut__futex_wait_until(atomic_uint *word, unsigned expected, const struct timespec *deadline)
-{
-    long rc;
-
-    if (deadline == NULL) {
-        fut__futex_wait(word, expected);
-        return 0;
-    }
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
-    rc = syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
-                 FUTEX_BITSET_MATCH_ANY);
-    return rc == -1 && errno == ETIMEDOUT ? ETIMEDOUT : 0;
-}
-
-void fut__futex_wake(atomic_uint *word, int n)
-{
-    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 int fut__cond_init(pthread_cond_t *c)

@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "sys/sys.h"
+
 #define FUT__CACHELINE 64
 #define fut__likely(x) __builtin_expect(!!(x), 1)
 #define fut__unlikely(x) __builtin_expect(!!(x), 0)
@@ -53,14 +55,7 @@ void fut__cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
 /* Condition variables here time out on CLOCK_MONOTONIC. Returns 0 or an errno. */
 int fut__cond_init(pthread_cond_t *c);
 
-/* Sleep while *word == expected (or until woken). Spurious returns happen:
- * callers re-check their predicate. */
-void fut__futex_wait(atomic_uint *word, unsigned expected);
-/* The same until the absolute CLOCK_MONOTONIC deadline (NULL: none).
- * Returns ETIMEDOUT once it has passed, else 0 (woken, or spurious). */
-int fut__futex_wait_until(atomic_uint *word, unsigned expected, const struct timespec *deadline);
-/* Wake up to n threads sleeping on word. */
-void fut__futex_wake(atomic_uint *word, int n);
+/* The futex calls (fut__futex_wait, _wait_until, _wake) are in sys/sys.h. */
 
 /* Now + ms on CLOCK_MONOTONIC. */
 void fut__deadline_ms(struct timespec *ts, unsigned ms);
