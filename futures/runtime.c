@@ -529,12 +529,58 @@ void fut__atfork_init(void)
     pthread_once(&atfork_once, atfork_register);
 }
 
+/* At exit the default runtime is freed by a thread of its own, which
+ * exit waits for at most EXIT_WAIT_NS: work stuck in a system call (a
+ * blocking-lane read that never returns) must not hang exit forever, and
+ * its result would go nowhere. After that wait, exit goes on and the
+ * process ends with that work unfinished (as a Go program's goroutines
+ * do); shutdowns that finish in time (coroutines waiting on sockets are
+ * cancelled and run to their ends) are done fully. */
+#define EXIT_WAIT_NS 1000000000u
+
+static struct {
+    fut_runtime *rt;
+    atomic_uint done;
+} reaper;
+
+static void *reap_main(void *arg)
+{
+    (void)arg;
+    fut_runtime_free(reaper.rt);
+    atomic_store_explicit(&reaper.done, 1, memory_order_release);
+    fut__futex_wake(&reaper.done, 1);
+    return NULL;
+}
+
 static void default_free(void)
 {
     fut_runtime *rt = atomic_exchange_explicit(&default_rt, NULL, memory_order_acq_rel);
+    struct timespec until;
+    pthread_t t;
+    uint64_t end;
 
-    if (rt != NULL)
+    if (rt == NULL)
+        return;
+    /* exit() from a continuation, coroutine or work of it: its dispatcher
+     * or pool cannot be joined from here; the process ends anyway. */
+    if (fut__dispatcher_rt == rt || fut__current_pool == rt->pool)
+        return;
+    reaper.rt = rt;
+    atomic_store_explicit(&reaper.done, 0, memory_order_relaxed);
+    if (fut__thread_start(&t, reap_main, NULL) != 0) {
         fut_runtime_free(rt);
+        return;
+    }
+    end = fut__now_ns() + EXIT_WAIT_NS;
+    until.tv_sec = (time_t)(end / 1000000000u);
+    until.tv_nsec = (long)(end % 1000000000u);
+    while (!atomic_load_explicit(&reaper.done, memory_order_acquire))
+        if (fut__futex_wait_until(&reaper.done, 0, &until) == ETIMEDOUT)
+            break;
+    if (atomic_load_explicit(&reaper.done, memory_order_acquire))
+        fut__join(t);
+    else
+        pthread_detach(t); /* still waiting for stuck work: exit without it */
 }
 
 static fut_runtime *default_make(void)

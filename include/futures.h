@@ -222,7 +222,11 @@ FUT_EXPORT unsigned fut_pool_compute_threads(const fut_pool *pool);
  * settled). User code in continuations therefore needs no locks.
  *
  * Passing NULL as a runtime means the process default runtime, made on
- * first use (default pool options) and freed at exit. If it cannot be
+ * first use (default pool options) and freed at exit (as fut_runtime_free
+ * does: coroutines waiting on sockets are cancelled and run to their
+ * ends), but exit waits at most one second for that: work still running
+ * then (a blocking-lane job stuck in a read that never returns) does not
+ * hang exit, the process ends without it. If it cannot be
  * made (no thread or memory: EAGAIN, ENOMEM), the call fails with that
  * error (a call that returns a future returns NULL with errno set, since
  * there is no runtime to own a rejected future), and the next use of NULL
@@ -735,7 +739,9 @@ FUT_EXPORT int fut_connect(int fd, const struct sockaddr *addr, socklen_t addrle
  * accepts. Returns the connected socket (non-blocking, close-on-exec,
  * TCP_NODELAY) or -code: the last address's error, -EINVAL (host or port
  * NULL), -ENOENT (the name or service is not known), -EAGAIN (the name
- * server did not answer, try again), -ETIMEDOUT (the whole call). */
+ * server did not answer, try again), -EIO (the lookup failed for good),
+ * -ETIMEDOUT (the whole call; on a plain thread the lookup itself is not
+ * bounded by it, only the connects). */
 FUT_EXPORT int fut_tcp_connect(const char *host, const char *port, double timeout_s);
 
 /* A TCP socket listening on host:port (host NULL: every local address,
@@ -829,9 +835,13 @@ FUT_EXPORT int fut_server_port(const fut_server *s);
  * refused), handlers that run go on to their ends. Returns a future that
  * resolves (value NULL) when the last handler has returned
  * (asyncio's close() then wait_closed()); the server is freed then: do
- * not use s after this call. NULL with errno EINVAL (s NULL) or ENOMEM
- * (the server is stopped and freed anyway; nothing tells when its last
- * handler ends). Any thread. */
+ * not use s after this call. From a thread that is no dispatcher, or
+ * from rt's own coroutines and continuations, the listening socket is
+ * closed when it returns; from another runtime's dispatcher, very soon
+ * after (rt's dispatcher does it). Call it exactly once per server, also
+ * after rt was freed (a server is never freed otherwise). NULL with errno
+ * EINVAL (s NULL) or ENOMEM (nothing was done: call it again). Any
+ * thread. */
 FUT_EXPORT fut_future *fut_server_close(fut_server *s);
 
 #ifdef __cplusplus
