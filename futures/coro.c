@@ -92,6 +92,7 @@ int fut__coro_rt_init(fut_runtime *rt)
         fut__free(cr);
         return EINVAL;
     }
+    cr->stacks.defer = 1; /* the excess of a burst is trimmed when it is over (fut__coro_trim) */
     fut__ctx_init_current(&cr->main);
     rt->coro = cr;
     return 0;
@@ -104,6 +105,15 @@ void fut__coro_rt_free(fut_runtime *rt)
     fut__stack_cache_destroy(&rt->coro->stacks);
     fut__free(rt->coro);
     rt->coro = NULL;
+}
+
+uint64_t fut__coro_trim(fut_runtime *rt)
+{
+    struct fut__coro_rt *cr = rt->coro;
+
+    if (cr == NULL || cr->stacks.cached <= cr->stacks.max_cached)
+        return UINT64_MAX;
+    return fut__stack_trim(&cr->stacks, fut__now_ns());
 }
 
 uint64_t fut__coro_live(fut_runtime *rt)

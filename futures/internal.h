@@ -275,6 +275,9 @@ void fut__group_free(struct fut_future *f);
 int fut__coro_rt_init(fut_runtime *rt);
 void fut__coro_rt_free(fut_runtime *rt);
 uint64_t fut__coro_live(fut_runtime *rt);   /* coroutines started, not finished */
+/* Unmap the cached stacks beyond the cache's bound once a burst is over;
+ * returns when to call it again (UINT64_MAX: nothing to trim). */
+uint64_t fut__coro_trim(fut_runtime *rt);
 int fut__coro_cancel_all(fut_runtime *rt);  /* 1 if it cancelled any (once) */
 void fut__coro_cancelled(struct fut_future *f); /* any thread: f's cancel hook */
 void fut__coro_free(struct fut_future *f);  /* future_free of a K_CORO */

@@ -332,6 +332,11 @@ static void *dispatcher_main(void *arg)
             park(rt, UINT64_MAX, 1); /* a coroutine waits for another runtime */
             continue;
         }
+        if (fut__unlikely(rt->coro != NULL && rt->coro->stacks.cached > rt->coro->stacks.max_cached)) {
+            uint64_t trim = fut__coro_trim(rt); /* idle: the stacks a burst left */
+            if (trim < next)
+                next = trim;
+        }
         park(rt, next, 0);
     }
     /* Close the inbox, taking what raced in: from now on a task runs on

@@ -53,6 +53,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #if FUT__CTX_ASAN
@@ -186,19 +187,47 @@ struct fut__stack *fut__stack_get(struct fut__stack_cache *sc)
     return st;
 }
 
+/* CLOCK_MONOTONIC in ns (this layer stands alone: no timer.c). */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void fut__stack_put(struct fut__stack_cache *sc, struct fut__stack *st)
 {
     if (st == NULL)
         return;
-    if (sc->cached < sc->max_cached) {
+    if (sc->cached < sc->max_cached || sc->defer) {
         UNPOISON(st->base, st->size);
         st->next = sc->free;
         sc->free = st;
-        sc->cached++;
+        if (++sc->cached > sc->max_cached)
+            sc->over_at = now_ns();
         return;
     }
     fut__stack_free(st);
     sc->mapped--;
+}
+
+uint64_t fut__stack_trim(struct fut__stack_cache *sc, uint64_t now)
+{
+    struct fut__stack *st;
+
+    if (sc->cached <= sc->max_cached)
+        return UINT64_MAX;
+    if (now - sc->over_at < FUT__STACK_TRIM_NS)
+        return sc->over_at + FUT__STACK_TRIM_NS;
+    while (sc->cached > sc->max_cached) {
+        st = sc->free;
+        sc->free = st->next;
+        sc->cached--;
+        fut__stack_free(st);
+        sc->mapped--;
+    }
+    return UINT64_MAX;
 }
 
 void fut__stack_cache_destroy(struct fut__stack_cache *sc)

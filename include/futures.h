@@ -611,7 +611,9 @@ FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
  * serves thousands of connections (asyncio's sock_* calls and streams).
  * A runtime that never waits on a descriptor never makes the poller.
  *
- * Where a call runs decides how it waits (fut_read .. fut_serve):
+ * Where a call runs decides how it waits (every call below that may wait:
+ * fut_read .. fut_accept, fut_connect, fut_tcp_connect, the stream reads
+ * and writes, fut_open_connection):
  *   - in a coroutine: it tries the system call; if that would block, it
  *     suspends only this coroutine until the descriptor is ready (or the
  *     timeout passes), then tries again. Cancelling the coroutine makes
@@ -622,11 +624,13 @@ FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
  *   - in a plain continuation on a dispatcher: -EDEADLK at once, before
  *     any system call (waiting there would stop the dispatcher).
  *
- * Return values: these calls return a count or a descriptor (>= 0) on
- * success and a negated errno code on failure (-ECONNREFUSED), as the
- * kernel and liburing do; they never set errno (fut_stream_new,
- * fut_open_connection and fut_serve, which make an object, return NULL
- * with errno set). Errors come back as codes, never as a signal: writes
+ * Return values: the calls that work on descriptors (fut_close and every
+ * call after fut_io_detach that returns an int or ssize_t) return a count
+ * or a descriptor (>= 0) on success and a negated errno code on failure
+ * (-ECONNREFUSED), as the kernel and liburing do; they never set errno.
+ * fut_io_detach follows the runtime's convention (0 or a positive code),
+ * and fut_stream_new, fut_open_connection and fut_serve, which make an
+ * object, return NULL with errno set. Errors come back as codes, never as a signal: writes
  * to a socket or pipe whose reader is gone return -EPIPE and raise no
  * SIGPIPE. Common codes: -EBADF (not an open descriptor), -EINVAL (bad
  * arguments: a NULL buffer with n > 0, a NaN timeout), -ETIMEDOUT (the
@@ -674,14 +678,16 @@ FUT_EXPORT void fut_set_unobserved_hook(fut_unobserved_fn fn, void *arg);
 /* A future that resolves when fd is ready for one of events (FUT_IO_READ,
  * FUT_IO_WRITE or both), on rt's dispatcher (NULL: the default runtime),
  * with the events seen as its value: (void *)(uintptr_t)FUT_IO_READ | ...
- * (FUT_IO_ERR and FUT_IO_HUP come with both, whatever was asked). No
+ * (FUT_IO_ERR and FUT_IO_HUP may be in it whatever was asked, and then
+ * the events asked for are too: the next call on fd tells the error). No
  * thread is held while it waits; it works with fut_then, fut_await,
  * fut_timeout, fut_race and fut_gather. Cancelling it removes the
  * interest. It resolves as soon as fd is ready, also when it was ready
  * before the call (level semantics: wait, then read until EAGAIN, then
  * wait again). Rejected with EPERM (fd is a regular file or a directory:
  * always ready, epoll refuses them), EBADF (fd not open, or detached or
- * closed and its number reused while waited on), ENOMEM; cancelled when
+ * closed and its number reused while waited on), ENOMEM, FUT_EFORKED
+ * (rt was made before the fork() that made this process); cancelled when
  * rt shuts down. NULL with errno EINVAL (fd < 0, events not a nonempty
  * subset of FUT_IO_READ | FUT_IO_WRITE) or ENOMEM. Any thread. */
 FUT_EXPORT fut_future *fut_io_wait(fut_runtime *rt, int fd, unsigned events);
@@ -697,8 +703,13 @@ FUT_EXPORT fut_future *fut_io_wait(fut_runtime *rt, int fd, unsigned events);
  * task of rt instead), FUT_EFORKED. */
 FUT_EXPORT int fut_io_detach(fut_runtime *rt, int fd);
 
-/* fut_io_detach(NULL, fd), then close(fd). Returns 0, or -EBADF (fd not
- * open), -EINVAL, or close's error (the descriptor is closed anyway). */
+/* fut_io_detach(NULL, fd), then close(fd): detaches fd only from the
+ * runtime of the calling coroutine or continuation, or, on another
+ * thread, from the default runtime (a descriptor that a runtime made with
+ * fut_runtime_new watches, closed from a plain thread: call
+ * fut_io_detach(rt, fd) first). In the child of a fork() it only closes.
+ * Returns 0, or -EBADF (fd < 0 or not open), or close's error (the
+ * descriptor is closed anyway). */
 FUT_EXPORT int fut_close(int fd);
 
 /* Read up to n bytes, as read(2): the count read, 0 at end of stream (or
@@ -711,8 +722,9 @@ FUT_EXPORT ssize_t fut_read(int fd, void *buf, size_t n, double timeout_s);
  * asyncio's sock_sendall). */
 FUT_EXPORT ssize_t fut_write(int fd, const void *buf, size_t n, double timeout_s);
 
-/* recv(2) with flags (MSG_PEEK, MSG_WAITALL ...; MSG_DONTWAIT is added):
- * one receive, the count or 0 at end of stream, or -code. */
+/* recv(2) with flags (MSG_PEEK, MSG_OOB, MSG_TRUNC ...; MSG_DONTWAIT is
+ * added, so MSG_WAITALL does not wait for all n): one receive once data is
+ * there, the count or 0 at end of stream, or -code. */
 FUT_EXPORT ssize_t fut_recv(int fd, void *buf, size_t n, int flags, double timeout_s);
 
 /* send(2) of all n bytes with flags (MSG_MORE, MSG_OOB ...; MSG_DONTWAIT
@@ -748,8 +760,10 @@ FUT_EXPORT int fut_tcp_connect(const char *host, const char *port, double timeou
  * IPv4 and IPv6 where the system allows; port "0": the kernel picks, see
  * fut_local_port), with SO_REUSEADDR, non-blocking, close-on-exec;
  * backlog <= 0 means SOMAXCONN. Returns it, or -code: -EADDRINUSE,
- * -EACCES, -ENOENT (unknown name), -EINVAL. Resolving a name blocks the
- * calling thread except in a coroutine (blocking lane). */
+ * -EACCES, -ENOENT (unknown name), -EINVAL. It does not wait for the
+ * network: a numeric host needs no lookup; a name is resolved on the
+ * blocking lane in a coroutine, on the calling thread elsewhere, and
+ * refused with -EDEADLK in a plain continuation on a dispatcher. */
 FUT_EXPORT int fut_tcp_listen(const char *host, const char *port, int backlog);
 
 /* The local port of a bound socket (getsockname), or -code. Any thread. */
@@ -765,15 +779,17 @@ FUT_EXPORT int fut_local_port(int fd);
 
 typedef struct fut_stream fut_stream;
 
-/* A stream over fd, which it now owns (fut_stream_close closes it).
+/* A stream over fd (a socket, a pipe: anything fut_read reads), which it
+ * now owns (fut_stream_close closes it); its mode is left as it is.
  * limit: the most bytes buffered, so the longest line or chunk a read
- * until a delimiter can return (0: 64 KiB, as asyncio). NULL with errno
- * EINVAL (fd < 0) or ENOMEM (fd is then still the caller's). Any thread. */
+ * until a delimiter can return (0: 64 KiB, as asyncio; the streams of
+ * fut_open_connection and fut_serve have that). NULL with errno EINVAL
+ * (fd < 0) or ENOMEM (fd is then still the caller's). Any thread. */
 FUT_EXPORT fut_stream *fut_stream_new(int fd, size_t limit);
 
 /* fut_tcp_connect, then fut_stream_new (asyncio.open_connection). NULL
  * with errno set to the connect's code (positive: ECONNREFUSED ...) or
- * ENOMEM. */
+ * ENOMEM (the socket is closed then). */
 FUT_EXPORT fut_stream *fut_open_connection(const char *host, const char *port, double timeout_s);
 
 /* Its descriptor (still owned by the stream), or -EINVAL for NULL. */
@@ -791,7 +807,7 @@ FUT_EXPORT ssize_t fut_stream_readexactly(fut_stream *s, void *buf, size_t n, do
 
 /* The bytes up to and including the next delimiter (dlen > 0 bytes at
  * delim): *data points at them in the stream's buffer, valid until the
- * next call on s. Returns their count; at end of stream the bytes left
+ * next read or close of s (a fut_stream_write does not move them). Returns their count; at end of stream the bytes left
  * without a delimiter (a count whose end is not the delimiter), then 0;
  * -EMSGSIZE if limit bytes came without a delimiter (they stay buffered:
  * fut_stream_read drains them); -code. */
@@ -820,9 +836,12 @@ typedef void (*fut_conn_fn)(fut_stream *conn, void *arg);
 
 /* Listen on host:port (as fut_tcp_listen; backlog SOMAXCONN) and serve:
  * a coroutine on rt (NULL: the default runtime) accepts connections and
- * starts fn(conn, arg) as a coroutine for each. Returns the server, or
- * NULL with errno (EADDRINUSE, EACCES, ENOENT, EINVAL for NULL fn or
- * port, ENOMEM). Any thread. If the runtime shuts down while it serves,
+ * starts fn(conn, arg) as a coroutine for each (a stream with the default
+ * limit). When the process is out of descriptors (EMFILE) the accept loop
+ * waits 100 ms and tries again. Returns the server, or NULL with errno
+ * (EADDRINUSE, EACCES, ENOENT, EINVAL for NULL fn or port, ENOMEM,
+ * EDEADLK for a host name in a plain continuation, FUT_EFORKED, or for
+ * rt NULL the default runtime's EAGAIN). Any thread. If the runtime shuts down while it serves,
  * the accept loop and every handler are cancelled (their pending calls
  * return -ECANCELED) and run to their ends. */
 FUT_EXPORT fut_server *fut_serve(fut_runtime *rt, const char *host, const char *port, fut_conn_fn fn,

@@ -318,12 +318,13 @@ int fut_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeout
     }
 }
 
-int fut__io_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline)
+int fut__io_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline,
+                    int nonblocking)
 {
     socklen_t len = sizeof(int);
     int rc, err = 0;
 
-    if ((rc = make_nonblocking(fd)) != 0)
+    if (!nonblocking && (rc = make_nonblocking(fd)) != 0)
         return -rc;
     if (connect(fd, addr, addrlen) == 0)
         return 0;
@@ -345,5 +346,5 @@ int fut_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double t
         return rc;
     if (addr == NULL || addrlen == 0)
         return -EINVAL;
-    return fut__io_connect(fd, addr, addrlen, dl);
+    return fut__io_connect(fd, addr, addrlen, dl, 0);
 }

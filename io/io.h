@@ -51,8 +51,11 @@ struct fut_future *fut__io_wait_here(fut_runtime *rt, int fd, unsigned events, i
  * if the dispatcher has exited). EDEADLK on another runtime's dispatcher. */
 int fut__io_on_dispatcher(fut_runtime *rt, int (*fn)(fut_runtime *rt, void *arg), void *arg);
 
-/* Detach fd from rt's poller (rt's dispatcher): waiters get EBADF. */
-int fut__io_detach_here(fut_runtime *rt, int fd);
+/* Detach fd from rt's poller (rt's dispatcher): waiters get EBADF.
+ * closing: the caller closes fd next, which removes it from epoll (or, if
+ * it was duplicated, leaves an entry whose events carry an old
+ * generation and are dropped): no epoll_ctl. */
+int fut__io_detach_here(fut_runtime *rt, int fd, int closing);
 
 /* io/calls.c: an absolute CLOCK_MONOTONIC deadline in ns (UINT64_MAX:
  * none) from timeout_s, or 1 for NaN (callers check with this). */
@@ -61,7 +64,9 @@ int fut__io_deadline(double timeout_s, uint64_t *deadline);
 /* The calls with an absolute deadline (for the stream and server code). */
 long fut__io_read(int fd, void *buf, size_t n, uint64_t deadline);
 long fut__io_write(int fd, const void *buf, size_t n, int flags, uint64_t deadline);
-int fut__io_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline);
+/* nonblocking: fd was made with SOCK_NONBLOCK (no fcntl needed). */
+int fut__io_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline,
+                    int nonblocking);
 /* Wait until fd is ready for events (0), or -ETIMEDOUT, -ECANCELED,
  * -EBADF, ...; in a coroutine, on a plain thread; never on a dispatcher
  * outside a coroutine (the callers refuse that first). */

@@ -295,7 +295,7 @@ int fut_tcp_connect(const char *host, const char *port, double timeout_s)
             last = -errno;
             continue;
         }
-        rc = fut__io_connect(s, (struct sockaddr *)&as.a[i].ss, as.a[i].len, dl);
+        rc = fut__io_connect(s, (struct sockaddr *)&as.a[i].ss, as.a[i].len, dl, 1);
         if (rc == 0) {
             (void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             addrs_free(&as);

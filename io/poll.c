@@ -505,14 +505,14 @@ void fut__io_free(fut_runtime *rt)
 
 /* ---- detaching ---- */
 
-int fut__io_detach_here(fut_runtime *rt, int fd)
+int fut__io_detach_here(fut_runtime *rt, int fd, int closing)
 {
     struct fut__io *io = io_of(rt);
     struct rec *r;
 
     if (io == NULL || io->stopped || (size_t)fd >= io->nrecs || (r = io->recs[fd]) == NULL)
         return 0;
-    if (r->watched)
+    if (r->watched && !closing)
         (void)fut__poller_del(&io->poller, fd); /* ENOENT/EBADF: closed already */
     forget(r, detached_msg);
     return 0;
@@ -558,7 +558,12 @@ int fut__io_on_dispatcher(fut_runtime *rt, int (*fn)(fut_runtime *rt, void *arg)
 
 static int detach_fn(fut_runtime *rt, void *arg)
 {
-    return fut__io_detach_here(rt, *(int *)arg);
+    return fut__io_detach_here(rt, *(int *)arg, 0);
+}
+
+static int detach_closing_fn(fut_runtime *rt, void *arg)
+{
+    return fut__io_detach_here(rt, *(int *)arg, 1);
 }
 
 /* The runtime fut_io_detach(NULL, ...) and fut_close mean: the calling
@@ -593,7 +598,7 @@ int fut_close(int fd)
     rt = current_rt();
     if (rt != NULL && !fut__forked(rt) &&
         (io_of(rt) != NULL || fut__dispatcher_rt == rt))
-        (void)fut__io_on_dispatcher(rt, detach_fn, &fd);
+        (void)fut__io_on_dispatcher(rt, detach_closing_fn, &fd);
     if (close(fd) != 0)
         return errno == EINTR ? 0 : -errno; /* on Linux the descriptor is closed after EINTR */
     return 0;

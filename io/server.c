@@ -246,7 +246,7 @@ static int close_fn(fut_runtime *rt, void *arg)
     (void)rt;
     s->closing = 1;
     if (s->lfd >= 0) {
-        fut__io_detach_here(s->rt, s->lfd); /* the accept loop's wait ends (EBADF) */
+        fut__io_detach_here(s->rt, s->lfd, 1); /* the accept loop's wait ends (EBADF) */
         close(s->lfd);
         s->lfd = -1;
     }
