@@ -167,6 +167,8 @@ int fut__stack_cache_init(struct fut__stack_cache *sc, size_t size, unsigned max
     sc->cached = 0;
     sc->mapped = 0;
     sc->reused = 0;
+    sc->defer = 0;
+    sc->over_at = 0;
     return 0;
 }
 

@@ -198,8 +198,10 @@ ssize_t fut_stream_readexactly(fut_stream *s, void *buf, size_t n, double timeou
     if (rc != 0)
         return rc;
     k = buffered(s) < n ? buffered(s) : n;
-    memcpy(p, s->buf + s->start, k);
-    s->start += k;
+    if (k > 0) { /* a new stream has no buffer yet */
+        memcpy(p, s->buf + s->start, k);
+        s->start += k;
+    }
     got = k;
     while (got < n) {
         if (s->eof)

@@ -4,13 +4,18 @@
 #                 examples/; tools/check-all.sh passes the ones it built
 #                 against the installed library)
 #   POOL_DEMO     another build of pool_demo (default: $EXAMPLES_BIN/pool_demo)
-#   EXAMPLES      the examples to run (default: all of them)
+#   EXAMPLES      the examples to run (default: all of them; "echo" is
+#                 echo_server and echo_client together)
 bin=${EXAMPLES_BIN:-${top_builddir:-.}/examples}
 srcdir=${top_srcdir:-.}
-examples=${EXAMPLES:-pool_demo sync_vs_async fetch_data fetch_data_callbacks errors replace_blocking}
+examples=${EXAMPLES:-pool_demo sync_vs_async fetch_data fetch_data_callbacks errors replace_blocking
+echo fetch_http}
 
 err_file=$(mktemp "${TMPDIR:-/tmp}/examples-err.XXXXXX") || exit 1
-trap 'rm -f "$err_file"' EXIT
+srv_out=$(mktemp "${TMPDIR:-/tmp}/examples-srv.XXXXXX") || exit 1
+srv_err=$(mktemp "${TMPDIR:-/tmp}/examples-srverr.XXXXXX") || exit 1
+srv_pid= # echo_server in the background, while it runs
+trap 'rm -f "$err_file" "$srv_out" "$srv_err"; [ -z "$srv_pid" ] || kill "$srv_pid" 2>/dev/null' EXIT
 
 status=0
 name=
@@ -79,6 +84,35 @@ now_ms() {
     esac
 }
 
+# TENTHS seconds at most: until the server in the background ($srv_pid)
+# has printed its first line into $srv_out. Returns 1 if it has not.
+wait_first_line() {
+    _t=0
+    while [ ! -s "$srv_out" ] || [ "$(sed -n 1p "$srv_out" | wc -l)" -eq 0 ]; do
+        [ "$_t" -lt "$1" ] || return 1
+        sleep 0.1
+        _t=$((_t + 1))
+    done
+    return 0
+}
+
+# TENTHS seconds at most: wait for the server in the background to exit,
+# then kill it. Sets srv_rc (its status; 143 when it had to be killed).
+wait_server() {
+    ( _t=0
+      while [ "$_t" -lt "$1" ]; do
+          sleep 0.1
+          kill -0 "$srv_pid" 2>/dev/null || exit 0
+          _t=$((_t + 1))
+      done
+      kill "$srv_pid" 2>/dev/null ) >/dev/null 2>&1 &
+    _watchdog=$!
+    wait "$srv_pid"
+    srv_rc=$?
+    srv_pid=
+    wait "$_watchdog"
+}
+
 for example in $examples; do
     case $example in
     pool_demo)
@@ -145,6 +179,70 @@ for example in $examples; do
         [ "$sums" -eq 1 ] || fail "the two checksums differ"
         # The progress line on stderr counted every file.
         printf '%s\n' "$err" | grep -q "read $n/$n files" || fail "no progress line 'read $n/$n files' on stderr"
+        ;;
+    echo)
+        # echo_server on a port the kernel picks, for one client; it prints
+        # the port on its first line. Nothing here may hang: the server is
+        # killed (and the test fails) if it has not exited 5 s after the
+        # client, or printed its port within 5 s.
+        : >"$srv_out"
+        "$bin/echo_server" 0 --once 1 >"$srv_out" 2>"$srv_err" &
+        srv_pid=$!
+        if ! wait_first_line 50; then
+            name=echo_server
+            fail "no 'Serving on' line within 5 s; its stderr: $(cat "$srv_err")"
+            wait_server 0
+            continue
+        fi
+        port=$(sed -n '1s/^Serving on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$srv_out")
+        if [ -z "$port" ]; then
+            name=echo_server
+            fail "first line is '$(sed -n 1p "$srv_out")', expected 'Serving on 127.0.0.1:PORT'"
+            wait_server 0
+            continue
+        fi
+        if run echo_client "$bin/echo_client" "$port"; then
+            no_stderr
+            lines "Send: 'Hello World!'" \
+                "Received: 'Hello World!'" \
+                'Close the connection'
+        fi
+        wait_server 50
+        name=echo_server
+        echo "==== echo_server $port (in the background)"
+        out=$(cat "$srv_out")
+        err=$(cat "$srv_err")
+        printf '%s\n' "$out"
+        [ -z "$err" ] || printf 'stderr: %s\n' "$err"
+        [ "$srv_rc" -eq 0 ] ||
+            fail "echo_server 0 --once 1 exited with status $srv_rc (143: killed, it did not stop)"
+        no_stderr
+        lines 'Serving on 127\.0\.0\.1:[0-9]+' \
+            "Received 'Hello World!' from 127\\.0\\.0\\.1:[0-9]+" \
+            "Send: 'Hello World!'" \
+            'Close the connection'
+        ;;
+    fetch_http)
+        # fetch_data for real: HTTP GETs to a server inside the program, the
+        # delays on the server's side. The same lines and timings.
+        t0=$(now_ms)
+        run fetch_http "$bin/fetch_http" || continue
+        t1=$(now_ms)
+        no_stderr
+        lines 'Sequential:' \
+            '  Fetching api/users\.\.\.' \
+            '  Fetching api/posts\.\.\.' \
+            '  Got: api/users, api/posts' \
+            'Concurrent:' \
+            '  Fetching api/users\.\.\.' \
+            '  Fetching api/posts\.\.\.' \
+            '  Fetching api/comments\.\.\.' \
+            '  Got: api/users, api/posts, api/comments'
+        # 0.5 + 0.5, then max(0.5, 0.3, 0.4): 1.5 s, plus the start of the
+        # process and five connections on loopback.
+        if [ -n "$t0" ] && [ -n "$t1" ]; then
+            within "the run time in ms" "$((t1 - t0))" 1450 2500
+        fi
         ;;
     *)
         name=$example

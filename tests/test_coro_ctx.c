@@ -506,6 +506,48 @@ START_TEST(test_stack_layout)
 }
 END_TEST
 
+/* Deferred mode (the dispatcher's): a burst's stacks stay cached beyond
+ * the bound, and fut__stack_trim unmaps the excess only once no put has
+ * gone beyond it for FUT__STACK_TRIM_NS. */
+START_TEST(test_cache_deferred_trim)
+{
+    enum { KEEP2 = 3, BURST = 12 };
+    struct fut__stack_cache sc;
+    struct fut__stack *st[BURST];
+    void *bases[BURST];
+    uint64_t due;
+
+    cache_init(&sc, SMALL_STACK, KEEP2);
+    sc.defer = 1;
+    ck_assert_uint_eq(fut__stack_trim(&sc, 0), UINT64_MAX); /* nothing cached */
+    for (int i = 0; i < BURST; i++) {
+        st[i] = fut__stack_get(&sc);
+        ck_assert_ptr_nonnull(st[i]);
+        bases[i] = st[i]->base;
+    }
+    for (int i = 0; i < BURST; i++)
+        fut__stack_put(&sc, st[i]);
+    ck_assert_uint_eq(sc.cached, BURST); /* all kept: no munmap per put */
+    ck_assert_uint_eq(sc.mapped, BURST);
+    /* Too soon: nothing goes, and it says when to come back. */
+    due = fut__stack_trim(&sc, sc.over_at);
+    ck_assert_uint_eq(due, sc.over_at + FUT__STACK_TRIM_NS);
+    ck_assert_uint_eq(sc.cached, BURST);
+    /* Then the excess goes, the bound stays, every cached one mapped. */
+    ck_assert_uint_eq(fut__stack_trim(&sc, due), UINT64_MAX);
+    ck_assert_uint_eq(sc.cached, KEEP2);
+    ck_assert_uint_eq(sc.mapped, KEEP2);
+    {
+        int still = 0;
+        for (int i = 0; i < BURST; i++)
+            still += is_mapped(bases[i], SMALL_STACK);
+        ck_assert_int_eq(still, KEEP2);
+    }
+    fut__stack_cache_destroy(&sc);
+    ck_assert_uint_eq(sc.mapped, 0);
+}
+END_TEST
+
 START_TEST(test_cache_reuse)
 {
     enum { OUT = 10, KEEP = 4, CYCLES = 1000 };
@@ -833,6 +875,7 @@ static Suite *coro_ctx_suite(void)
     tc = tu_tcase(s, "stack", 60);
     tcase_add_test(tc, test_stack_layout);
     tcase_add_test(tc, test_cache_reuse);
+    tcase_add_test(tc, test_cache_deferred_trim);
     tcase_add_test(tc, test_abandoned);
     tcase_add_test(tc, test_never_run);
     tcase_add_test(tc, test_alloc_hook);
