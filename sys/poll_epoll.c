@@ -27,6 +27,10 @@
 
 #include "sys/sys.h"
 
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -46,6 +50,12 @@ int fut__poller_open(struct fut__poller *p)
     struct epoll_event ev;
     int rc;
 
+#ifdef HAVE_VALGRIND_VALGRIND_H
+    /* valgrind 3.19 does not know epoll_pwait2 (it warns, then says
+     * ENOSYS): do not ask. */
+    if (RUNNING_ON_VALGRIND)
+        atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
+#endif
     p->fd = epoll_create1(EPOLL_CLOEXEC);
     if (p->fd < 0)
         return errno;

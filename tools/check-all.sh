@@ -169,7 +169,7 @@ done
 LD_LIBRARY_PATH="$prefix/lib" ldd "$out/pool_demo" | grep libfutures
 # sync_vs_async sleeps 4 s; each build of step 3 ran it already.
 LD_LIBRARY_PATH="$prefix/lib" EXAMPLES_BIN="$out" \
-    EXAMPLES="pool_demo fetch_data fetch_data_callbacks errors replace_blocking" sh tests/examples.sh
+    EXAMPLES="pool_demo fetch_data fetch_data_callbacks errors replace_blocking echo fetch_http" sh tests/examples.sh
 # shellcheck disable=SC2046
 cc -static -o "$out/pool_demo_static" examples/pool_demo.c $(pkg-config --static --cflags --libs futures)
 EXAMPLES=pool_demo POOL_DEMO="$out/pool_demo_static" sh tests/examples.sh

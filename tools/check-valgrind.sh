@@ -38,7 +38,7 @@ if [ $# -ne 1 ] || [ ! -d "$1" ]; then
 fi
 build=$(cd "$1" && pwd)
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
-examples="pool_demo sync_vs_async fetch_data fetch_data_callbacks errors replace_blocking"
+examples="pool_demo sync_vs_async fetch_data fetch_data_callbacks errors replace_blocking fetch_http"
 limit=${CHECK_VALGRIND_TIMEOUT:-300}
 
 if ! command -v valgrind >/dev/null 2>&1; then
