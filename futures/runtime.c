@@ -198,11 +198,14 @@ static void run_queue(fut_runtime *rt)
         else
             t->run(t);
         if (t == last) { /* compared, not read: t may be freed */
-            /* End of the round. With nothing in the inbox and no timer
-             * armed, the next round may start here: a yielding coroutine
-             * goes round without the dispatcher loop's atomic exchange. */
+            /* End of the round. With nothing in the inbox, no timer
+             * armed and no poller, the next round may start here: a
+             * yielding coroutine goes round without the dispatcher loop's
+             * atomic exchange. With a poller, the loop's look at it must
+             * come between rounds (a coroutine yielding for ever would
+             * starve I/O). */
             if (atomic_load_explicit(&rt->inbox, memory_order_relaxed) != NULL ||
-                rt->wheel.count != 0)
+                rt->wheel.count != 0 || atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL)
                 break;
             last = rt->run_tail;
         }

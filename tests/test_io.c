@@ -1786,6 +1786,152 @@ START_TEST(test_fork)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * Fairness and exit
+ * ---------------------------------------------------------------------- */
+
+/* A coroutine that yields in a loop keeps the dispatcher busy for ever: a
+ * descriptor that becomes ready meanwhile must still be seen (the
+ * dispatcher looks at its poller at a bounded interval while busy). */
+static int busy_seen;     /* dispatcher only */
+static long busy_rounds;  /* dispatcher only */
+
+static void *busy_spinner(void *arg)
+{
+    double end = now_s() + 10.0 * TU_SLOW;
+
+    (void)arg;
+    while (!busy_seen && now_s() < end) {
+        busy_rounds++;
+        if (fut_yield() != 0)
+            break;
+    }
+    return NULL;
+}
+
+static void *busy_mark(void *v, void *arg)
+{
+    (void)v;
+    (void)arg;
+    busy_seen = 1;
+    return NULL;
+}
+
+START_TEST(test_busy_dispatcher_polls)
+{
+    FD_BEGIN();
+    int p[2];
+    fut_future *spin, *w, *c;
+    double t0;
+
+    g_rt = tu_rt_new(2);
+    xpipe(p);
+    busy_seen = 0;
+    busy_rounds = 0;
+    w = fut_io_wait(g_rt, p[0], FUT_IO_READ);
+    c = fut_then(w, busy_mark, NULL);
+    ck_assert_ptr_nonnull(c);
+    barrier(g_rt); /* the wait is registered before the dispatcher gets busy */
+    spin = fut_async(g_rt, busy_spinner, NULL);
+    ck_assert_ptr_nonnull(spin);
+    tu_sleep_ms(30);
+    t0 = now_s();
+    ck_assert(write_all(p[1], "x", 1));
+    ck_assert_int_eq(fut_wait(spin, 20.0 * TU_SLOW), 0);
+    ck_assert_msg(busy_seen, "a descriptor ready for 10 s was never seen while a coroutine yielded"
+                             " in a loop (%ld rounds)", busy_rounds);
+    ck_assert_msg(now_s() - t0 < 1.0 * TU_SLOW, "seen after %.3f s", now_s() - t0);
+    ck_assert_int_gt(busy_rounds, 0);
+    fut_release(spin);
+    fut_release(c);
+    fut_release(w);
+    ck_assert_int_eq(fut_io_detach(g_rt, p[0]), 0);
+    close2(p);
+    tu_rt_finish(g_rt);
+    FD_END();
+}
+END_TEST
+
+/* Returning from main (exit) while a coroutine of the default runtime
+ * waits on a pipe, and while a blocking-lane job is stuck in a read that
+ * never returns: the process ends promptly (the coroutine's read returns
+ * -ECANCELED and it runs to its end; the stuck job is left after one
+ * second). In a child, so that exit is real. */
+static int exit_pipe[2], stuck_pipe[2], report_pipe[2];
+
+static void *exit_reader(void *arg)
+{
+    char c;
+    ssize_t n = fut_read(exit_pipe[0], &c, 1, -1);
+    char r = n == -ECANCELED ? 'C' : 'X';
+
+    (void)arg;
+    (void)!write(report_pipe[1], &r, 1); /* the coroutine ran to its end */
+    return NULL;
+}
+
+static void *exit_stuck(void *arg)
+{
+    char c;
+
+    (void)arg;
+    (void)!read(stuck_pipe[0], &c, 1); /* never written */
+    return NULL;
+}
+
+START_TEST(test_exit_prompt)
+{
+    FD_BEGIN();
+    int with_stuck;
+
+    for (with_stuck = 0; with_stuck <= 1; with_stuck++) {
+        pid_t pid;
+        int status = 0;
+        double t0;
+        char r = 0;
+
+        xpipe(exit_pipe);
+        xpipe(stuck_pipe);
+        xpipe(report_pipe);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            fut_future *co = fut_async(NULL, exit_reader, NULL);
+            if (co == NULL)
+                _exit(3);
+            if (with_stuck && fut_submit_blocking(NULL, exit_stuck, NULL) == NULL)
+                _exit(4);
+            usleep(50000); /* both are waiting now */
+            exit(0);       /* atexit: the default runtime goes */
+        }
+        t0 = now_s();
+        for (;;) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid)
+                break;
+            ck_assert_int_eq(w, 0);
+            if (now_s() - t0 > 20.0 * TU_SLOW) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                ck_abort_msg("exit hung (stuck job: %d)", with_stuck);
+            }
+            tu_sleep_ms(5);
+        }
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+        ck_assert_msg(now_s() - t0 < (with_stuck ? 1.0 : 0) + 2.0 * TU_SLOW,
+                      "exit took %.3f s (stuck job: %d)", now_s() - t0, with_stuck);
+        if (!with_stuck) { /* the shutdown ran fully: the coroutine saw the cancel */
+            ck_assert_int_eq(read(report_pipe[0], &r, 1), 1);
+            ck_assert_int_eq(r, 'C');
+        }
+        close2(exit_pipe);
+        close2(stuck_pipe);
+        close2(report_pipe);
+    }
+    FD_END();
+}
+END_TEST
+
 static Suite *io_suite(void)
 {
     Suite *s = suite_create("io");
@@ -1814,6 +1960,8 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_close_reuse);
     tcase_add_test(tc, test_runtime_free_waiting);
     tcase_add_test(tc, test_fork);
+    tcase_add_test(tc, test_busy_dispatcher_polls);
+    tcase_add_test(tc, test_exit_prompt);
     return s;
 }
 
