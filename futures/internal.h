@@ -172,6 +172,7 @@ struct fut_runtime {
     /* Dispatcher-only. */
     _Alignas(FUT__CACHELINE) struct fut__task *run_head; /* local FIFO */
     struct fut__task *run_tail;
+    struct fut__io *io_here;     /* rt->io, the dispatcher's copy on this line */
     struct fut__wheel wheel;     /* timers (timer.c) */
 
     _Alignas(FUT__CACHELINE) atomic_uint refs; /* 1 while not freed + 1 per live future */

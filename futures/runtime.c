@@ -205,7 +205,7 @@ static void run_queue(fut_runtime *rt)
              * come between rounds (a coroutine yielding for ever would
              * starve I/O). */
             if (atomic_load_explicit(&rt->inbox, memory_order_relaxed) != NULL ||
-                rt->wheel.count != 0 || atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL)
+                rt->wheel.count != 0 || rt->io_here != NULL)
                 break;
             last = rt->run_tail;
         }
@@ -232,7 +232,7 @@ static void park(fut_runtime *rt, uint64_t next, int stopping_too)
 {
     uint64_t target = next, now;
     struct timespec until;
-    int timed_out, io = atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL;
+    int timed_out, io = rt->io_here != NULL;
 
     if (next != UINT64_MAX && rt->spin_max_ns != 0)
         target = next > rt->spin_ns ? next - rt->spin_ns : 0;
@@ -314,7 +314,7 @@ static void *dispatcher_main(void *arg)
     for (;;) {
         uint64_t next;
         run_queue(rt);
-        if (fut__unlikely(atomic_load_explicit(&rt->io, memory_order_relaxed) != NULL))
+        if (fut__unlikely(rt->io_here != NULL))
             fut__io_busy(rt); /* tasks cannot starve I/O: a look every millisecond */
         if (take_inbox(rt, NULL))
             continue;

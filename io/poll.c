@@ -131,6 +131,7 @@ static struct fut__io *io_get(fut_runtime *rt, int *err)
     }
     io->last_look = fut__now_ns();
     atomic_store_explicit(&rt->io, io, memory_order_release);
+    rt->io_here = io; /* the dispatcher's (or the thread standing in for it) */
     return io;
 }
 
@@ -501,6 +502,7 @@ void fut__io_free(fut_runtime *rt)
     free_recs(io);
     fut__free(io);
     atomic_store_explicit(&rt->io, NULL, memory_order_relaxed);
+    rt->io_here = NULL;
 }
 
 /* ---- detaching ---- */
