@@ -2,7 +2,8 @@
  * kernel on this machine: N regions laid out as libfutures' stacks are
  * (256 KiB usable above a 64 KiB guard, MAP_NORESERVE), each made with
  * mmap + mprotect, then the top page of each touched once (what a new
- * coroutine's first switch does), then each unmapped. Prints microseconds
+ * coroutine's first switch does), then touched again (what a resume
+ * costs once 10,000 stacks are in use: TLB misses), then each unmapped. Prints microseconds
  * per stack for each phase. Not a peer workload: a witness of the machine
  * state next to W7 (docs/PERFORMANCE.md), like bench/first_touch.
  *
@@ -18,7 +19,7 @@ int main(int argc, char **argv)
 {
     long n = bench_arg_n(argc, argv, 10000), i;
     char **p = calloc((size_t)n, sizeof *p);
-    double t0, t1, t2, t3;
+    double t0, t1, t2, t3, t4;
 
     BENCH_CHECK(p != NULL, "calloc");
     t0 = bench_now();
@@ -32,11 +33,15 @@ int main(int argc, char **argv)
     for (i = 0; i < n; i++)
         ((volatile char *)p[i])[USABLE + GUARD - 64] = 1;
     t2 = bench_now();
+    for (i = 0; i < n; i++) /* again: what touching a page per resume costs */
+        ((volatile char *)p[i])[USABLE + GUARD - 128] = 2;
+    t3 = bench_now();
     for (i = 0; i < n; i++)
         munmap(p[i], USABLE + GUARD);
-    t3 = bench_now();
-    printf("stacks=%ld map_us=%.2f first_touch_us=%.2f unmap_us=%.2f (per stack)\n", n,
-           (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n, (t3 - t2) * 1e6 / (double)n);
+    t4 = bench_now();
+    printf("stacks=%ld map_us=%.2f first_touch_us=%.2f again_us=%.3f unmap_us=%.2f (per stack)\n",
+           n, (t1 - t0) * 1e6 / (double)n, (t2 - t1) * 1e6 / (double)n,
+           (t3 - t2) * 1e6 / (double)n, (t4 - t3) * 1e6 / (double)n);
     free(p);
     return 0;
 }
