@@ -43,6 +43,13 @@
  * A record that fails the check ends its old waits with EBADF and watches
  * the new descriptor under a new generation.
  *
+ * Detaching: fut_io_detach removes the descriptor from epoll
+ * (EPOLL_CTL_DEL), ends its waits with EBADF and moves the record to a
+ * new generation. fut_close does the same without the epoll_ctl: the
+ * close that follows drops the entry (or, for a descriptor duplicated
+ * elsewhere, leaves one whose events carry the old generation and are
+ * dropped), a system call saved per connection.
+ *
  * Cancel: a waiter cancelled on the dispatcher or elsewhere is settled at
  * once by future.c; because it has ST_LINKED, its own task is queued,
  * which takes it out of the list (fut__io_unlink) before its dependents
