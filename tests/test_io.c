@@ -676,6 +676,111 @@ START_TEST(test_wait_cancel)
 }
 END_TEST
 
+/* Readiness futures made, cancelled, timed out and made ready from
+ * several threads at once: each one settles exactly once (resolved with
+ * READ, or cancelled, or rejected with ETIMEDOUT by its timeout), its
+ * descriptor's list of waiters stays sound (the dispatcher unlinks what
+ * other threads cancel), and every future is freed. */
+#define RACE_THREADS 4
+#define RACE_ROUNDS (2500 / TU_SLOW)
+
+struct race_arg {
+    int rfd, wfd;
+    unsigned seed;
+    long resolved, cancelled, timedout;
+};
+
+static void *race_thread(void *arg)
+{
+    struct race_arg *a = arg;
+    long r;
+
+    for (r = 0; r < RACE_ROUNDS; r++) {
+        fut_future *f = fut_io_wait(g_rt, a->rfd, FUT_IO_READ), *t = NULL;
+        unsigned pick = (a->seed = a->seed * 1103515245u + 12345u) >> 16;
+        int st;
+
+        if (f == NULL)
+            return (void *)"fut_io_wait";
+        switch (pick % 4) {
+        case 0: /* cancel at once: maybe before its registration ran */
+            fut_cancel(f);
+            break;
+        case 1: /* make it ready */
+            if (write(a->wfd, "x", 1) != 1)
+                return (void *)"write";
+            break;
+        case 2: /* a short timeout */
+            t = fut_timeout(f, 0.0002);
+            if (t == NULL)
+                return (void *)"fut_timeout";
+            break;
+        default: /* cancel a moment later, when it is likely linked */
+            sched_yield();
+            fut_cancel(f);
+            break;
+        }
+        if (fut_wait(t != NULL ? t : f, 10.0 * TU_SLOW) != 0 ||
+            (t != NULL && fut_wait(f, 10.0 * TU_SLOW) != 0))
+            return (void *)"a wait never settled";
+        st = fut_state(f);
+        if (st == FUT_RESOLVED) {
+            if (!((uintptr_t)fut_value(f) & FUT_IO_READ))
+                return (void *)"resolved without FUT_IO_READ";
+            a->resolved++;
+        } else if (st == FUT_CANCELLED) {
+            a->cancelled++;
+        } else {
+            return (void *)"rejected";
+        }
+        if (t != NULL) {
+            if (fut_state(t) == FUT_REJECTED && fut_error(t) == ETIMEDOUT)
+                a->timedout++;
+            fut_release(t);
+        }
+        fut_release(f);
+    }
+    return NULL;
+}
+
+START_TEST(test_wait_cancel_races)
+{
+    FD_BEGIN();
+    struct race_arg a[RACE_THREADS];
+    pthread_t th[RACE_THREADS];
+    int p[RACE_THREADS][2], i;
+    long resolved = 0, cancelled = 0, timedout = 0;
+    bool ok;
+
+    g_rt = tu_rt_new(2);
+    for (i = 0; i < RACE_THREADS; i++) {
+        xpipe(p[i]);
+        a[i] = (struct race_arg){ .rfd = p[i][0], .wfd = p[i][1], .seed = 77u + (unsigned)i };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, race_thread, &a[i]), 0);
+    }
+    for (i = 0; i < RACE_THREADS; i++) {
+        void *err = NULL;
+        ck_assert_int_eq(pthread_join(th[i], &err), 0);
+        ck_assert_msg(err == NULL, "thread %d: %s", i, (const char *)err);
+        resolved += a[i].resolved;
+        cancelled += a[i].cancelled;
+        timedout += a[i].timedout;
+    }
+    ck_assert_int_eq(resolved + cancelled, (long)RACE_THREADS * RACE_ROUNDS);
+    ck_assert_int_gt(resolved, 0);
+    ck_assert_int_gt(cancelled, 0);
+    TU_POLL(ok, fut_runtime_live(g_rt) == 0, TU_WAIT_MS);
+    ck_assert_msg(ok, "%llu futures live", (unsigned long long)fut_runtime_live(g_rt));
+    (void)timedout; /* how many timeouts won depends on the machine */
+    for (i = 0; i < RACE_THREADS; i++) {
+        ck_assert_int_eq(fut_io_detach(g_rt, p[i][0]), 0);
+        close2(p[i]);
+    }
+    tu_rt_finish(g_rt);
+    FD_END();
+}
+END_TEST
+
 START_TEST(test_wait_bad_args)
 {
     FD_BEGIN();
@@ -1943,6 +2048,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_wait_await);
     tcase_add_test(tc, test_wait_combinators);
     tcase_add_test(tc, test_wait_cancel);
+    tcase_add_test(tc, test_wait_cancel_races);
     tcase_add_test(tc, test_wait_bad_args);
 
     tc = tu_tcase(s, "calls", 60);
