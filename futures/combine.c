@@ -78,6 +78,8 @@ struct fut__group {
     size_t pending;          /* children not yet settled (dispatcher only) */
     unsigned flags;          /* FUT_SETTLED, FUT_CANCEL_REST */
     double seconds;          /* K_TIMEOUT: for the message */
+    atomic_int timed_out;    /* K_TIMEOUT of a task: its time passed, the task was asked to
+                              * cancel and is ending */
     void **values;           /* K_GATHER: the values, in input order */
     fut_future **children;   /* references */
     struct link links[];     /* one per child */
@@ -95,6 +97,32 @@ static void cancel_children(struct fut__group *g, size_t except)
 void fut__group_cancelled(fut_future *f)
 {
     cancel_children(f->u.group, (size_t)-1);
+}
+
+int fut__group_decided(fut_future *f)
+{
+    struct fut__group *g = f->u.group;
+    size_t i, n;
+
+    if (g == NULL)
+        return 0;
+    n = fut__kind(f) == K_TIMEOUT ? 1 : g->n; /* a timeout: its future, not the sleep */
+    for (i = 0; i < n; i++)
+        if (fut_state(g->children[i]) == FUT_PENDING)
+            return 0;
+    return n != 0;
+}
+
+static int is_task(fut_future *f)
+{
+    return fut__kind(f) == K_CORO;
+}
+
+static void timed_out(fut_future *self, struct fut__group *g)
+{
+    char *msg = fut__asprintf("timed out after %g s", g->seconds);
+
+    fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
 }
 
 void fut__group_free(fut_future *f)
@@ -140,7 +168,10 @@ static void link_fired(struct fut__task *node)
 
     g->pending--;
     if (decided) {
-        /* The combinator settled already (an earlier child, or a cancel). */
+        /* The combinator settled already (an earlier child, or a cancel):
+         * a later failure is read here, as asyncio's gather consumes it,
+         * not reported as nobody's. */
+        fut__observe(c);
     } else if (fut__kind(self) == K_GATHER) {
         if (settled_ok(c)) {
             g->values[i] = c->value;
@@ -171,14 +202,25 @@ static void link_fired(struct fut__task *node)
             cancel_children(g, i);
     } else { /* K_TIMEOUT: child 0 is the future, child 1 the sleep */
         if (i == 0) {
-            adopt_child(self, c);
+            if (atomic_load_explicit(&g->timed_out, memory_order_acquire) &&
+                (atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED) {
+                fut__observe(c);
+                timed_out(self, g); /* the task ended cancelled: the time had passed */
+            } else {
+                adopt_child(self, c); /* what it returned or raised meanwhile wins */
+            }
             fut_cancel(g->children[1]);
+        } else if (settled_ok(c) && is_task(g->children[0])) {
+            /* A task is asked to cancel, and the timeout waits for it to
+             * end (its cleanup done): its own link decides (asyncio's
+             * wait_for). */
+            atomic_store_explicit(&g->timed_out, 1, memory_order_release);
+            fut_cancel(g->children[0]);
         } else if (settled_ok(c) && fut_cancel(g->children[0]) == 0) {
             /* Time out only if the future was still pending: one that
              * settled first (its link not yet run) keeps its result, which
              * its own link adopts. No result is lost to a timeout. */
-            char *msg = fut__asprintf("timed out after %g s", g->seconds);
-            fut__settle(self, FUT_REJECTED, NULL, ETIMEDOUT, msg, 1);
+            timed_out(self, g);
         } else if (!settled_ok(c) && fut_state(g->children[0]) == FUT_PENDING) {
             /* The sleep was cancelled while the timeout was undecided: not
              * by us (we cancel it only after deciding), so by the runtime's
@@ -311,6 +353,13 @@ fut_future *fut_timeout(fut_future *f, double seconds)
     t = group_new(f->rt, K_TIMEOUT, pair, 2, 0, seconds);
     if (t == NULL)
         fut_cancel(pair[1]);
+    else if (seconds == 0 && is_task(f) && fut_state(f) == FUT_PENDING) {
+        /* No time at all: a task not started yet never starts (the cancel
+         * settles it at once), one that runs is asked to end; either way
+         * its link then finds the time passed. */
+        atomic_store_explicit(&t->u.group->timed_out, 1, memory_order_release);
+        fut__coro_request_cancel(f);
+    }
     fut_release(pair[1]);
     return t;
 }

@@ -160,6 +160,33 @@ static void unlink_live(struct fut__coro_rt *cr, struct fut__coro *co)
     cr->nlive--;
 }
 
+/* Settle a coroutine's future as its function ended (asyncio's Task):
+ * cancelled if it passed a cancel on (returned fut_raise(ECANCELED, ...)),
+ * or if it returned while a cancel asked of it had not reached an await
+ * (a request still queued, or delivered and not yet taken); else with
+ * what it returned or raised, also after it took a cancel and went on. */
+static void settle_outcome(struct fut__coro *co, void *v)
+{
+    struct fut__call *c = &co->call;
+    char *msg;
+
+    if (c->code == ECANCELED) { /* passed on */
+        msg = c->message;
+        c->message = NULL;
+        c->code = 0;
+        fut__settle(co->f, FUT_CANCELLED, NULL, ECANCELED, msg, 1);
+        return;
+    }
+    if (c->code == 0 &&
+        (co->cancel || atomic_load_explicit(&co->cancel_req, memory_order_acquire))) {
+        /* A cancel it never saw: asyncio's Task ends cancelled then too
+         * (an error it raised wins, as there). */
+        fut__settle(co->f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled", 0);
+        return;
+    }
+    fut__settle_from_call(co->f, v, c);
+}
+
 /* The first code of a coroutine, on its own stack. */
 static void entry(void *arg)
 {
@@ -169,7 +196,7 @@ static void entry(void *arg)
 
     /* co->call is current: every resume, this first one too, makes it so */
     v = co->fn(co->arg);
-    fut__settle_from_call(co->f, v, &co->call); /* EALREADY if it was cancelled: dropped */
+    settle_outcome(co, v);
     co->finished = 1;
     unlink_live(rt->coro, co);
     fut__ctx_exit(&co->ctx, &rt->coro->main);
@@ -184,10 +211,19 @@ static void start_task(struct fut__task *t)
     struct fut__coro_rt *cr = rt->coro;
     int rc;
 
-    if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+    unsigned phase = FUT__CORO_UNSTARTED;
+
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire) &&
+        atomic_compare_exchange_strong_explicit(&co->phase, &phase, FUT__CORO_NEVER,
+                                                memory_order_acq_rel, memory_order_acquire))
         fut__settle(co->f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled: the runtime shut down",
                     0);
-    if (fut_state(co->f) != FUT_PENDING) { /* cancelled before it started: never runs */
+    phase = FUT__CORO_UNSTARTED;
+    if (!atomic_compare_exchange_strong_explicit(&co->phase, &phase, FUT__CORO_STARTED,
+                                                 memory_order_acq_rel, memory_order_acquire) ||
+        fut_state(co->f) != FUT_PENDING) {
+        /* Cancelled before it started (its future settled then): it never
+         * runs. */
         co->finished = 1;
         fut_release(co->f);
         return;
@@ -253,6 +289,7 @@ static void deliver_cancel(struct fut__coro *co)
 {
     if (co->started && !co->finished) {
         co->cancel = 1;
+        co->cancels++;
         if (co->awaiting != NULL)
             fut_cancel(co->awaiting); /* it resumes us, if it had not settled */
     }
@@ -263,18 +300,40 @@ static void cancel_task(struct fut__task *t)
     struct fut__coro *co = (struct fut__coro *)((char *)t - offsetof(struct fut__coro, cancel_task));
     fut_future *f = co->f;
 
+    /* From here a new request queues the task again (it is ours now). */
+    atomic_store_explicit(&co->cancel_req, 0, memory_order_release);
     deliver_cancel(co);
-    fut_release(f); /* the cancel's reference */
+    fut_release(f); /* the request's reference */
 }
 
-/* fut_cancel of a coroutine's future (any thread): tell the coroutine. */
-void fut__coro_cancelled(fut_future *f)
+/* fut_cancel of a coroutine's future (any thread). Not started yet: claim
+ * it, and its future is cancelled at once (it never runs). Started: a
+ * request, delivered on the dispatcher to its pending or next await or
+ * yield; its future settles when its function returns. */
+int fut__coro_request_cancel(fut_future *f)
 {
     struct fut__coro *co = f->u.coro;
+    unsigned phase = FUT__CORO_UNSTARTED;
 
-    fut_retain(f);
-    co->cancel_task.run = cancel_task;
-    fut__schedule(f->rt, &co->cancel_task);
+    if (fut_state(f) != FUT_PENDING)
+        return EALREADY;
+    if (atomic_compare_exchange_strong_explicit(&co->phase, &phase, FUT__CORO_NEVER,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return fut__settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)"cancelled", 0);
+    if (atomic_exchange_explicit(&co->cancel_req, 1, memory_order_acq_rel) == 0) {
+        fut_retain(f);
+        co->cancel_task.run = cancel_task;
+        fut__schedule(f->rt, &co->cancel_task);
+    }
+    return 0;
+}
+
+int fut__coro_cancel_requested(const fut_future *f)
+{
+    const struct fut__coro *co = f->u.coro;
+
+    return co->cancels != 0 || co->cancel ||
+           atomic_load_explicit(&((struct fut__coro *)co)->cancel_req, memory_order_acquire) != 0;
 }
 
 void fut__coro_free(fut_future *f)
@@ -292,11 +351,10 @@ int fut__coro_cancel_all(fut_runtime *rt)
         return 0;
     cr->cancelled_all = 1;
     for (co = cr->live; co != NULL; co = co->next) {
-        fut_cancel(co->f);
-        /* Delivered here too: a coroutine whose future was cancelled
-         * before (its cancel taken, it went on and awaits again) gets no
-         * cancel task from the fut_cancel above, and would wait forever
-         * for a future nobody settles (found by the fuzzer). */
+        /* Delivered here, not requested: a coroutine that took a cancel
+         * before and awaits again must get this one too (the fuzzer found
+         * one waiting for ever), and what it returns then decides its
+         * future, as after any cancel. */
         deliver_cancel(co);
     }
     return 1;
@@ -373,8 +431,7 @@ void *fut__coro_wake(fut_runtime *rt, struct fut__coro *co)
     switch (co->why) {
     case FUT__CORO_YIELD:
         if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-            fut_cancel(co->f); /* the shutdown cancels every coroutine */
-            (void)take_cancel(co);
+            (void)take_cancel(co); /* the shutdown cancels every coroutine */
             return (void *)(intptr_t)ECANCELED;
         }
         return (void *)(intptr_t)(take_cancel(co) ? ECANCELED : 0);
@@ -451,8 +508,7 @@ void *fut_await(fut_future *f, int *err)
     }
     rt = co->rt;
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-        fut_cancel(co->f); /* the shutdown cancels every coroutine */
-        fut_cancel(f);
+        fut_cancel(f); /* the shutdown cancels every coroutine: its awaits fail at once */
         *err = ECANCELED;
         return NULL;
     }

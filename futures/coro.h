@@ -6,6 +6,12 @@
 #include "futures/coro_ctx.h"
 #include "futures/internal.h"
 
+/* Whether a coroutine has started (struct fut__coro's phase): a cancel
+ * that finds it unstarted claims it (UNSTARTED -> NEVER) and settles its
+ * future at once; its start claims it first (UNSTARTED -> STARTED), and
+ * from then on a cancel is a request delivered to the running coroutine. */
+enum { FUT__CORO_UNSTARTED, FUT__CORO_STARTED, FUT__CORO_NEVER };
+
 /* Why a coroutine is not running: what its next resume hands back. */
 enum {
     FUT__CORO_NEW,   /* not started: the resume enters it */
@@ -23,6 +29,8 @@ struct fut__coro {
     struct fut__task run_task;   /* dispatcher: start it, or resume it */
     struct fut__task wnode;      /* our node in the awaited future's dependents */
     struct fut__task cancel_task; /* dispatcher: deliver a cancel (queued from any thread) */
+    atomic_uint phase;           /* FUT__CORO_UNSTARTED, _STARTED, _NEVER (cancelled before it started) */
+    atomic_uint cancel_req;      /* 1 while a cancel request is queued (cancel_task), not yet delivered */
     fut_future *awaiting;        /* the future a pending await waits for, else NULL */
     int *err_out;                /* where that await's error code goes */
     struct fut__call call;       /* its call record (fut_raise, fut_cancelled) */
@@ -31,6 +39,7 @@ struct fut__coro {
     unsigned char started;       /* its context exists */
     unsigned char finished;      /* it returned (or never started) */
     unsigned char cancel;        /* a cancel came: the next await or yield returns ECANCELED */
+    unsigned cancels;            /* cancels delivered so far (fut_cancelled) */
     unsigned char why;           /* FUT__CORO_*: why it is suspended */
 };
 

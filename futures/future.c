@@ -99,8 +99,11 @@ int fut_cancelled(void)
     struct fut__call *c = fut__call_cur;
     fut_future *f = c != NULL ? c->work : NULL;
 
-    return f != NULL &&
-           (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED;
+    if (f == NULL)
+        return 0;
+    if (fut__kind(f) == K_CORO) /* a task: whether a cancel was asked of it */
+        return fut__coro_cancel_requested(f);
+    return (atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED;
 }
 
 void fut__call_begin(struct fut__call *c, fut_future *work)
@@ -312,8 +315,6 @@ static void cancelled_hook(fut_future *f)
 
     if (IS_GROUP(kind))
         fut__group_cancelled(f);
-    else if (kind == K_CORO)
-        fut__coro_cancelled(f);
 }
 
 /* Settle f if pending. msg is taken over (freed on failure) when owned.
@@ -618,6 +619,21 @@ int fut_cancel(fut_future *f)
         return EINVAL;
     if (fut__forked(f->rt)) /* its dependents would wait for a dispatcher that is gone */
         return fut_state(f) == FUT_PENDING ? FUT_EFORKED : EALREADY;
+    switch (fut__kind(f)) {
+    case K_CORO: /* a task: a request, it settles when its function returns */
+        return fut__coro_request_cancel(f);
+    case K_GATHER:
+    case K_ANY:
+    case K_RACE:
+    case K_TIMEOUT:
+        /* Every input settled: the result is computed (perhaps not yet
+         * written), and a cancel must not throw it away. */
+        if (fut__group_decided(f))
+            return EALREADY;
+        break;
+    default:
+        break;
+    }
     return settle(f, FUT_CANCELLED, NULL, ECANCELED, (char *)cancelled_msg, 0);
 }
 

@@ -270,9 +270,12 @@ void fut__unobserved_atfork_child(void);
 
 /* combine.c */
 void fut__group_cancelled(struct fut_future *f);
+/* Whether every input of group f has settled (K_TIMEOUT: its future):
+ * its result is computed, a cancel is refused. Any thread. */
+int fut__group_decided(struct fut_future *f);
 void fut__group_free(struct fut_future *f);
 
-/* coro.c (dispatcher only, but fut__coro_cancelled and fut__coro_free) */
+/* coro.c (dispatcher only, but fut__coro_request_cancel, _cancel_requested and fut__coro_free) */
 int fut__coro_rt_init(fut_runtime *rt);
 void fut__coro_rt_free(fut_runtime *rt);
 uint64_t fut__coro_live(fut_runtime *rt);   /* coroutines started, not finished */
@@ -280,7 +283,11 @@ uint64_t fut__coro_live(fut_runtime *rt);   /* coroutines started, not finished 
  * returns when to call it again (UINT64_MAX: nothing to trim). */
 uint64_t fut__coro_trim(fut_runtime *rt);
 int fut__coro_cancel_all(fut_runtime *rt);  /* 1 if it cancelled any (once) */
-void fut__coro_cancelled(struct fut_future *f); /* any thread: f's cancel hook */
+/* fut_cancel of a K_CORO (any thread): 0 (asked, or cancelled before it
+ * started), EALREADY (it ended). */
+int fut__coro_request_cancel(struct fut_future *f);
+/* Whether a cancel was asked of the coroutine f (fut_cancelled in it). */
+int fut__coro_cancel_requested(const struct fut_future *f);
 void fut__coro_free(struct fut_future *f);  /* future_free of a K_CORO */
 
 /* Dispatcher queue entries (runtime.c): a generic task (run through its

@@ -330,7 +330,8 @@ FUT_EXPORT void *fut_raise(int code, const char *fmt, ...)
     ;
 
 /* Inside work: whether its future was cancelled, so that long work can
- * stop early. 0 outside work. */
+ * stop early; inside a coroutine: whether a cancel was asked of it (also
+ * after an await took it). 0 outside work and coroutines. */
 FUT_EXPORT int fut_cancelled(void);
 
 /* ---- reading a future ---- */
@@ -430,6 +431,9 @@ FUT_EXPORT fut_future *fut_sleep(fut_runtime *rt, double seconds);
 
 /* A future that settles as f does, unless seconds pass first: then f is
  * cancelled and the timeout is rejected with ETIMEDOUT (asyncio.wait_for).
+ * When f is a task, it is asked to cancel and the timeout waits for it to
+ * end: ETIMEDOUT if it ended cancelled, else what it returned or raised
+ * meanwhile; a zero timeout of a task not started yet never starts it.
  * If f settled just before the cancel (its continuations not yet run),
  * the timeout takes f's outcome instead: a result is never lost to a
  * timeout. Cancelling the timeout future cancels f. If f's runtime is
@@ -472,12 +476,26 @@ FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n
 
 /* ---- cancellation ---- */
 
-/* Cancel f if it is pending: it settles as cancelled (ECANCELED) at once,
- * its queued work is skipped (running work can poll fut_cancelled), a
- * sleep's timer is removed, a combinator's futures are cancelled, its
- * continuations see ECANCELED. Returns 0 if this call cancelled it,
- * EALREADY if it had settled, EINVAL, or FUT_EFORKED (a pending future of
- * a runtime made before the fork() that made this process: left as is). */
+/* Cancel f if it is pending. Two rules (asyncio's):
+ *   - a plain future (a promise's, work, a sleep, a continuation, a
+ *     combinator) settles as cancelled (ECANCELED) at once: its queued
+ *     work is skipped (running work can poll fut_cancelled), a sleep's
+ *     timer is removed, a combinator's futures are cancelled, its
+ *     continuations see ECANCELED. A combinator whose inputs have all
+ *     settled refuses (EALREADY), even before its own result is written:
+ *     a computed result is never lost to a cancel;
+ *   - a task (a coroutine's future, fut_async) is asked: if it has not
+ *     started, it never will and settles cancelled at once; else its
+ *     pending await (or its next await or yield) returns ECANCELED, and
+ *     the task settles when its function returns: cancelled if it passes
+ *     the cancel on (return fut_raise(ECANCELED, ...)) or returns while a
+ *     cancel it never awaited is pending; else with what it returned or
+ *     raised (it handled the cancel). Awaiting it waits for that end, so
+ *     its cleanup is done when the await returns.
+ * Returns 0 if this call cancelled it or asked the task (also when a
+ * request is pending already), EALREADY if it had settled, EINVAL, or
+ * FUT_EFORKED (a pending future of a runtime made before the fork() that
+ * made this process: left as is). */
 FUT_EXPORT int fut_cancel(fut_future *f);
 
 /* ---- coroutines: async and await ----
@@ -519,11 +537,13 @@ FUT_EXPORT int fut_cancel(fut_future *f);
  * runtime) and return its future at once (asyncio.create_task): it starts
  * when the dispatcher gets to it, after what is queued now. NULL with
  * errno EINVAL (fn NULL) or ENOMEM. Any thread. Its future is rejected
- * with ENOMEM if no stack can be had when it starts. Cancelling the
- * future before it started means it never runs; while it runs, its
- * pending fut_await (or fut_yield) returns ECANCELED, once, and the
- * future it awaited is cancelled; it may clean up and return (the return
- * value is then dropped: its future is cancelled already). */
+ * with ENOMEM if no stack can be had when it starts. Its future is a
+ * task: cancelling it before it started means it never runs (cancelled
+ * at once); while it runs, a cancel is a request: its pending fut_await
+ * (or fut_yield) returns ECANCELED, once, and the future it awaited is
+ * cancelled (asked, if a task); it may clean up, await again, and then
+ * pass the cancel on (return fut_raise(ECANCELED, "...")) or return a
+ * value: its future settles as it returns (see fut_cancel). */
 FUT_EXPORT fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg);
 
 /* Wait for f and return its value (NULL if it failed), with *err (may be

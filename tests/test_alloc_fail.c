@@ -496,7 +496,7 @@ static void *coro_await_late(void *arg)
     int err = -1;
 
     V(fut_await(f, &err) == NULL && err == ECANCELED);
-    return NULL;
+    return fut_raise(err, "the shutdown's cancel, passed on"); /* so the task ends cancelled */
 }
 
 /* A continuation of a promise settled after fut_runtime_free: it runs on
@@ -597,7 +597,9 @@ static void *coro_wait(void *arg)
     V(fut_state(pf) == FUT_CANCELLED ||
       (fut_state(pf) == FUT_REJECTED && fut_error(pf) == FUT_EBROKEN));
     fut_release(pf);
-    return TU_PTR(99); /* dropped: the future is cancelled already */
+    /* Passed on: the task ends cancelled (its message may be "" when the
+     * allocation for it fails; the code stays). */
+    return fut_raise(ECANCELED, "cancelled while waiting for p5");
 }
 
 static void *coro_value(void *arg)

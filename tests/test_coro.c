@@ -639,7 +639,11 @@ START_TEST(test_cancel)
     TU_POLL(ok, atomic_load(&ran) == 11, TU_WAIT_MS);
     ck_assert_msg(ok, "the cancelled coroutine did not go on: ran %d", atomic_load(&ran));
     ck_assert_int_eq(fut_state(long_sleep), FUT_CANCELLED);
-    ck_assert_int_eq(fut_state(f), FUT_CANCELLED); /* its return value was dropped */
+    /* It handled the cancel and returned: a task's cancel is a request,
+     * and what it returns then is its result (asyncio's Task). */
+    TU_SETTLE(f);
+    ck_assert_int_eq(fut_state(f), FUT_RESOLVED);
+    ck_assert_ptr_eq(fut_value(f), TU_PTR(ECANCELED));
     ck_assert_int_eq(fut_cancel(f), EALREADY);
     fut_release(long_sleep);
     fut_release(f);
@@ -664,6 +668,226 @@ START_TEST(test_cancel)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * A task's cancel is a request (asyncio's Task): it ends when its
+ * function does, and what it does with the cancel decides how.
+ * ---------------------------------------------------------------------- */
+
+static atomic_int cleanup_done;
+
+/* On a cancel: 20 ms of cleanup (an await that works again), then pass
+ * it on (arg NULL) or return a value instead (arg the value). */
+static void *cleans_up(void *arg)
+{
+    fut_future *s = fut_sleep(g_rt, 100.0), *c;
+    int err = 0;
+
+    (void)fut_await(s, &err);
+    fut_release(s);
+    if (err != ECANCELED)
+        return TU_PTR(1); /* not cancelled: not this test */
+    c = fut_sleep(g_rt, 0.02);
+    (void)fut_await(c, &err);
+    fut_release(c);
+    TU_WCHECK(err == 0); /* the cancel was taken once: this await works */
+    atomic_store(&cleanup_done, 1);
+    if (arg != NULL)
+        return arg;
+    return fut_raise(ECANCELED, "cleaned up, then cancelled");
+}
+
+static void *cancels_then_awaits(void *arg)
+{
+    fut_future *t = fut_async(g_rt, cleans_up, arg);
+    fut_future *y = fut_sleep(g_rt, 0.005);
+    int err = -1;
+    void *v;
+
+    (void)fut_await(y, NULL); /* it runs and waits now */
+    fut_release(y);
+    TU_WCHECK(fut_cancel(t) == 0);
+    TU_WCHECK(fut_cancel(t) == 0); /* still asked, not yet ended */
+    TU_WCHECK(fut_state(t) == FUT_PENDING);
+    v = fut_await(t, &err);
+    /* The await returned after the task ended: its cleanup is done. */
+    TU_WCHECK(atomic_load(&cleanup_done) == 1);
+    fut_release(t);
+    return arg != NULL ? (err == 0 ? v : NULL) : TU_PTR(err);
+}
+
+struct selfbox {
+    fut_future *me;   /* its own future, stored before gate resolves */
+    fut_future *gate;
+};
+
+static void *self_cancel(void *arg)
+{
+    struct selfbox *b = arg;
+
+    (void)fut_await(b->gate, NULL);
+    /* A cancel it asks of itself and never awaits: it ends cancelled
+     * although it returns a value (asyncio's must-cancel). */
+    TU_WCHECK(fut_cancel(b->me) == 0);
+    return TU_PTR(5);
+}
+
+static void *never_started(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&ran, 1);
+    return NULL;
+}
+
+static void *zero_timeout(void *arg)
+{
+    fut_future *t = fut_async(g_rt, never_started, NULL), *to;
+    int err = 0;
+
+    (void)arg;
+    to = fut_timeout(t, 0);
+    (void)fut_await(to, &err);
+    TU_WCHECK(err == ETIMEDOUT);
+    TU_WCHECK(fut_state(t) == FUT_CANCELLED);
+    fut_release(to);
+    fut_release(t);
+    return NULL;
+}
+
+static atomic_int unobserved_count;
+
+static void count_unobserved(int code, const char *message, void *arg)
+{
+    (void)code;
+    (void)message;
+    (void)arg;
+    atomic_fetch_add(&unobserved_count, 1);
+}
+
+START_TEST(test_cancel_request)
+{
+    fut_future *f, *t, *g, *in[2];
+    fut_promise *p[2];
+    void *v = NULL;
+    int err;
+    double t0;
+
+    g_rt = tu_rt_new(2);
+
+    /* Passed on: awaiting the task waits for its cleanup, then ECANCELED. */
+    atomic_store(&cleanup_done, 0);
+    ck_assert_int_eq(fut_run(g_rt, cancels_then_awaits, NULL, &v), 0);
+    ck_assert_ptr_eq(v, TU_PTR(ECANCELED));
+
+    /* Handled: the task's value is its result. */
+    atomic_store(&cleanup_done, 0);
+    ck_assert_int_eq(fut_run(g_rt, cancels_then_awaits, TU_PTR(42), &v), 0);
+    ck_assert_ptr_eq(v, TU_PTR(42));
+
+    /* The state and message of a task that passed its cancel on. */
+    atomic_store(&cleanup_done, 0);
+    f = fut_async(g_rt, cleans_up, NULL);
+    tu_sleep_ms(10);
+    ck_assert_int_eq(fut_cancel(f), 0);
+    TU_SETTLE(f);
+    ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
+    ck_assert_int_eq(fut_error(f), ECANCELED);
+    ck_assert_str_eq(fut_message(f), "cleaned up, then cancelled");
+    ck_assert_int_eq(atomic_load(&cleanup_done), 1);
+    ck_assert_int_eq(fut_cancel(f), EALREADY);
+    fut_release(f);
+
+    /* A timeout of a task asks it to cancel and waits for it to end:
+     * ETIMEDOUT once it ended cancelled, its cleanup done by then ... */
+    atomic_store(&cleanup_done, 0);
+    f = fut_async(g_rt, cleans_up, NULL);
+    t0 = tu_now_ns() / 1e9;
+    t = fut_timeout(f, 0.02);
+    TU_SETTLE(t);
+    ck_assert_int_eq(fut_state(t), FUT_REJECTED);
+    ck_assert_int_eq(fut_error(t), ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&cleanup_done), 1);
+    ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
+    ck_assert_msg(tu_now_ns() / 1e9 - t0 >= 0.039, "settled before the cleanup's 20 ms");
+    fut_release(t);
+    fut_release(f);
+    /* ... and what it returned instead wins (asyncio.wait_for). */
+    atomic_store(&cleanup_done, 0);
+    f = fut_async(g_rt, cleans_up, TU_PTR(9));
+    t = fut_timeout(f, 0.02);
+    TU_SETTLE(t);
+    ck_assert_int_eq(fut_state(t), FUT_RESOLVED);
+    ck_assert_ptr_eq(fut_value(t), TU_PTR(9));
+    fut_release(t);
+    fut_release(f);
+
+    /* A zero timeout on a task not started yet: it never starts. */
+    atomic_store(&ran, 0);
+    ck_assert_int_eq(fut_run(g_rt, zero_timeout, NULL, NULL), 0);
+    tu_sleep_ms(5);
+    ck_assert_int_eq(atomic_load(&ran), 0);
+
+    /* A self-cancel followed by a return: cancelled. */
+    {
+        fut_promise *gate = fut_promise_new(g_rt);
+        struct selfbox box = { NULL, fut_promise_future(gate) };
+
+        f = fut_async(g_rt, self_cancel, &box);
+        box.me = f;
+        ck_assert_int_eq(fut_promise_resolve(gate, NULL), 0);
+        TU_SETTLE(f);
+        ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
+        fut_release(f);
+        fut_release(box.gate);
+        fut_promise_free(gate);
+    }
+
+    /* A gather whose inputs have all settled refuses a cancel, even
+     * before its own result is written: the result is kept. */
+    p[0] = fut_promise_new(g_rt);
+    p[1] = fut_promise_new(g_rt);
+    in[0] = fut_promise_future(p[0]);
+    in[1] = fut_promise_future(p[1]);
+    g = fut_gather(g_rt, in, 2, 0);
+    ck_assert_int_eq(fut_promise_resolve(p[0], TU_PTR(1)), 0);
+    ck_assert_int_eq(fut_promise_resolve(p[1], TU_PTR(2)), 0);
+    ck_assert_int_eq(fut_cancel(g), EALREADY);
+    TU_SETTLE(g);
+    ck_assert_int_eq(fut_state(g), FUT_RESOLVED);
+    ck_assert_ptr_eq(((void **)fut_value(g))[1], TU_PTR(2));
+    fut_release(g);
+    for (int i = 0; i < 2; i++) {
+        fut_release(in[i]);
+        fut_promise_free(p[i]);
+    }
+
+    /* A fail-fast gather that failed reads its items' later errors. */
+    atomic_store(&unobserved_count, 0);
+    fut_set_unobserved_hook(count_unobserved, NULL);
+    p[0] = fut_promise_new(g_rt);
+    p[1] = fut_promise_new(g_rt);
+    in[0] = fut_promise_future(p[0]);
+    in[1] = fut_promise_future(p[1]);
+    g = fut_gather(g_rt, in, 2, 0);
+    ck_assert_int_eq(fut_promise_reject(p[0], EIO, "first"), 0);
+    TU_SETTLE(g);
+    ck_assert_int_eq(fut_error(g), EIO);
+    fut_release(in[0]);
+    fut_release(in[1]); /* the gather holds them */
+    ck_assert_int_eq(fut_promise_reject(p[1], EPERM, "later"), 0);
+    fut_promise_free(p[0]);
+    fut_promise_free(p[1]);
+    tu_sleep_ms(20); /* the gather's link reads it on the dispatcher */
+    fut_release(g);
+    tu_sleep_ms(5);
+    ck_assert_int_eq(atomic_load(&unobserved_count), 0);
+    fut_set_unobserved_hook(NULL, NULL);
+
+    (void)err;
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 /* Shutdown with coroutines suspended on a promise nobody settles, on a
  * long sleep and in a yield loop: each gets ECANCELED and ends, its
  * finally runs once, nothing is left. */
@@ -682,13 +906,13 @@ static void *waits_forever(void *arg)
         fut_release(s);
     }
     atomic_fetch_add(&ended, 1);
-    return NULL;
+    return fut_raise(ECANCELED, "passed on"); /* so the task ends cancelled */
 }
 
 static void count_fin(fut_future *f, void *arg)
 {
     (void)arg;
-    TU_WCHECK(fut_state(f) == FUT_CANCELLED);
+    TU_WCHECK(fut_state(f) != FUT_PENDING);
     atomic_fetch_add(&fin_runs, 1);
 }
 
@@ -714,8 +938,12 @@ START_TEST(test_shutdown_suspended)
                    atomic_load(&fin_runs));
         TU_REQUIRE(atomic_load(&ended) <= 2, "cycle %d", cycle);
         for (int k = 0; k < 3; k++) {
-            TU_REQUIRE(fut_state(c[k]) == FUT_CANCELLED, "cycle %d: coroutine %d state %d", cycle,
-                       k, fut_state(c[k]));
+            /* The two awaiters pass the shutdown's cancel on; the yield
+             * loop handles it and returns its count. (A coroutine that
+             * had not started yet never runs and is cancelled.) */
+            int want = k < 2 ? FUT_CANCELLED : FUT_RESOLVED;
+            TU_REQUIRE(fut_state(c[k]) == want || fut_state(c[k]) == FUT_CANCELLED,
+                       "cycle %d: coroutine %d state %d", cycle, k, fut_state(c[k]));
             fut_release(c[k]);
             (void)fut_error(fin[k]);
             fut_release(fin[k]);
@@ -876,6 +1104,7 @@ static Suite *coro_suite(void)
 
     tc = tu_tcase(s, "cancel", 60);
     tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_cancel_request);
     tcase_add_test(tc, test_shutdown_suspended);
 
     tc = tu_tcase(s, "stacks", 60);
