@@ -37,12 +37,20 @@
  * life: the dispatcher makes it the thread's current call each time it
  * switches in, and puts its own back after.
  *
- * Cancel: cancelling the future settles it at once (its continuations see
- * ECANCELED) and queues cancel_task, which marks the coroutine and
- * cancels the future it awaits; the coroutine resumes, its await (or
- * yield) returns ECANCELED once, and it may clean up and return (its
- * value is then dropped: the future is settled). Cancelled before it
- * started, it never runs.
+ * Cancel (asyncio's Task): a cancel is a request. Before the coroutine
+ * started, fut_cancel claims it (phase UNSTARTED -> NEVER, one CAS that
+ * races with start_task's UNSTARTED -> STARTED) and settles its future
+ * at once: it never runs. After, fut_cancel (any thread) sets cancel_req
+ * and, if it was 0, queues cancel_task with a reference; cancel_task
+ * clears cancel_req, then marks the coroutine (cancel, cancels) and
+ * cancels the future it awaits (a task it awaits is asked in turn, and
+ * the coroutine stays suspended until that one ends). The coroutine's
+ * await (or yield) returns ECANCELED once; it may clean up, await again,
+ * and return. Its future settles only then (settle_outcome): cancelled
+ * if it passed the cancel on (fut_raise(ECANCELED)) or returned with a
+ * cancel it never took (cancel or cancel_req still set), else as it
+ * returned or raised. cancel_req is atomic (any thread); the rest of the
+ * fields are the dispatcher's.
  *
  * Lifetime: the coroutine holds a reference on its future until it
  * returns; struct fut__coro lives as long as the future (freed by
@@ -52,8 +60,8 @@
  * Shutdown: fut_runtime_free cancels every live coroutine once; from then
  * on an await of a pending future cancels that future and returns
  * ECANCELED at once, and a yield returns ECANCELED, so every coroutine
- * runs to its end before the dispatcher exits; one not yet started never
- * starts.
+ * runs to its end before the dispatcher exits, and its future settles as
+ * its function decides (above); one not yet started never starts.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
