@@ -76,6 +76,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 _Thread_local struct fut__coro *fut__coro_running;
 
@@ -525,6 +526,42 @@ void *fut_await(fut_future *f, int *err)
     co->why = FUT__CORO_AWAIT;
     fut__depend(f, &co->wnode);
     return suspend(rt, co); /* fut__coro_wake finishes the await */
+}
+
+void *fut_await_release(fut_future *f, int *err)
+{
+    void *v = fut_await(f, err);
+
+    fut_release(f);
+    return v;
+}
+
+int fut_asleep(double seconds)
+{
+    struct fut__coro *co = current();
+    struct timespec ts;
+    fut_future *s;
+    int err = 0;
+
+    if (!(seconds >= 0)) /* negative or NaN */
+        return EINVAL;
+    if (co != NULL) {
+        s = fut_sleep(co->rt, seconds);
+        if (s == NULL)
+            return errno;
+        (void)fut_await(s, &err);
+        fut_release(s);
+        return err;
+    }
+    if (fut__dispatcher_rt != NULL)
+        return EDEADLK; /* a plain continuation: it would stop the dispatcher */
+    if (seconds > 1e9)
+        seconds = 1e9;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
 }
 
 int fut_yield(void)

@@ -776,6 +776,49 @@ int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...)
     return settle_promise(p, FUT_REJECTED, NULL, code, msg);
 }
 
+/* fut_promise_on_cancel's record: a dependent of the promise's future. */
+struct cancel_hook {
+    struct fut__task node;
+    fut_future *f;              /* a reference */
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static void cancel_hook_run(struct fut__task *t)
+{
+    struct cancel_hook *h = (struct cancel_hook *)t;
+
+    if (fut_state(h->f) == FUT_CANCELLED)
+        h->fn(h->arg);
+    fut_release(h->f);
+    fut__free(h);
+}
+
+int fut_promise_on_cancel(fut_promise *p, void (*fn)(void *arg), void *arg)
+{
+    fut_future *f;
+    struct cancel_hook *h;
+    int st;
+
+    if (p == NULL || fn == NULL)
+        return EINVAL;
+    f = promise_future(p);
+    if (fut__forked(f->rt))
+        return FUT_EFORKED;
+    st = fut_state(f);
+    if (st == FUT_RESOLVED || st == FUT_REJECTED)
+        return EALREADY; /* it can no longer be cancelled */
+    h = fut__malloc(sizeof *h);
+    if (h == NULL)
+        return ENOMEM;
+    h->node.run = cancel_hook_run;
+    h->f = fut_retain(f);
+    h->fn = fn;
+    h->arg = arg;
+    fut__depend(f, &h->node); /* runs on the dispatcher once f settles */
+    return 0;
+}
+
 void fut_promise_free(fut_promise *p)
 {
     if (p == NULL)

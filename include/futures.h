@@ -384,6 +384,17 @@ FUT_EXPORT int fut_promise_reject(fut_promise *p, int code, const char *fmt, ...
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Run fn(arg) once if p's future is cancelled (fut_cancel, a timeout or
+ * a combinator that cancels it): for code that wraps another library's
+ * asynchronous operation (a libcurl transfer, a database query) and must
+ * stop it. fn runs on the dispatcher after the cancel, as a continuation
+ * does, and never if the future settles otherwise. Several hooks may be
+ * registered; each runs once. Returns 0 (also when the future is
+ * cancelled already: fn runs soon), EALREADY (it resolved or was
+ * rejected: nothing registered), EINVAL (p or fn NULL), ENOMEM, or
+ * FUT_EFORKED. Any thread. */
+FUT_EXPORT int fut_promise_on_cancel(fut_promise *p, void (*fn)(void *arg), void *arg);
+
 /* Drop the promise. If it never settled, its future is rejected with
  * FUT_EBROKEN ("broken promise"): nobody waits forever. NULL: no-op. In
  * the child of a fork(), a promise of the parent's runtime is only
@@ -561,6 +572,19 @@ FUT_EXPORT fut_future *fut_async(fut_runtime *rt, fut_work_fn fn, void *arg);
  * coroutine, belongs to a runtime made before the fork() that made this
  * process. The caller keeps its reference on f. */
 FUT_EXPORT void *fut_await(fut_future *f, int *err);
+
+/* fut_await(f, err), then fut_release(f): for a future made only to be
+ * awaited (`v = fut_await_release(fut_submit(...), &err)`). f NULL: NULL,
+ * *err EINVAL. */
+FUT_EXPORT void *fut_await_release(fut_future *f, int *err);
+
+/* asyncio.sleep in one call: in a coroutine, suspend it for seconds (a
+ * sleep of its runtime, awaited) and return 0, or ECANCELED if it was
+ * cancelled meanwhile (the sleep is removed), or ENOMEM; on a thread that
+ * is no dispatcher, sleep that thread (nanosleep; never EINTR) and return
+ * 0; in a plain continuation on a dispatcher, EDEADLK at once. EINVAL for
+ * seconds < 0 or NaN. */
+FUT_EXPORT int fut_asleep(double seconds);
 
 /* In a coroutine: let everything queued on the dispatcher run, then go on
  * (asyncio.sleep(0)). Returns 0, or ECANCELED if the coroutine was

@@ -1,6 +1,8 @@
 /* test_coro.c - coroutines: fut_run and fut_async results and errors, await of settled futures without a switch, yields interleaving in order, await outside coroutines (plain thread, continuation, own future), bad arguments, up to 100,000 coroutines alive at once each awaiting a sleep and a pool job, a 1,000-deep await chain, errors crossing three levels of awaits, each coroutine's fut_raise and fut_cancelled kept across switches (interleaved with continuations and work functions that raise), awaits racing a pool thread's settle (10,000 rounds), awaits of another runtime's futures with our runtime freed at once (200 cycles), cancel before start / while suspended / of a yield loop / after finish, runtime shutdown with suspended coroutines, stack reuse without leaks, stack size, and a stack overflow dying at the guard. */
 #include "testutil.h"
 
+#include <math.h>
+
 #include <signal.h>
 
 static fut_runtime *g_rt;
@@ -888,6 +890,135 @@ START_TEST(test_cancel_request)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * fut_asleep, fut_await_release, fut_promise_on_cancel
+ * ---------------------------------------------------------------------- */
+
+static void *asleeper(void *arg)
+{
+    double t0 = tu_now_ns() / 1e9;
+    int rc = fut_asleep(0.02);
+
+    (void)arg;
+    TU_WCHECK(rc == 0);
+    TU_WCHECK(tu_now_ns() / 1e9 - t0 >= 0.019);
+    TU_WCHECK(fut_asleep(-1) == EINVAL);
+    TU_WCHECK(fut_asleep(0) == 0);
+    atomic_fetch_add(&ran, 1);
+    rc = fut_asleep(100.0); /* cancelled below */
+    atomic_store(&cleanup_done, rc);
+    return fut_raise(rc, "asleep: %d", rc);
+}
+
+static void *identity_work(void *arg)
+{
+    return arg;
+}
+
+static void *await_released(void *arg)
+{
+    int err = -1;
+    void *v = fut_await_release(fut_submit(g_rt, identity_work, arg), &err);
+
+    TU_WCHECK(err == 0);
+    (void)fut_await_release(NULL, &err);
+    TU_WCHECK(err == EINVAL);
+    return v;
+}
+
+static atomic_int hook_runs;
+
+static void on_cancel_hook(void *arg)
+{
+    TU_WCHECK(fut_on_dispatcher(g_rt));
+    atomic_fetch_add(&hook_runs, (int)(intptr_t)arg);
+}
+
+static void *asleep_in_continuation(void *v, void *arg)
+{
+    (void)v;
+    (void)arg;
+    return TU_PTR(fut_asleep(0.001));
+}
+
+START_TEST(test_asleep_and_hooks)
+{
+    fut_future *f, *c, *t, *pf;
+    fut_promise *p;
+    void *v = NULL;
+    double t0;
+    bool ok;
+
+    g_rt = tu_rt_new(2);
+    /* In a coroutine: sleeps, then a cancel ends its long sleep. */
+    atomic_store(&ran, 0);
+    atomic_store(&cleanup_done, -1);
+    f = fut_async(g_rt, asleeper, NULL);
+    TU_POLL(ok, atomic_load(&ran) == 1, TU_WAIT_MS);
+    ck_assert(ok);
+    tu_sleep_ms(5);
+    ck_assert_int_eq(fut_cancel(f), 0);
+    TU_SETTLE(f);
+    ck_assert_int_eq(atomic_load(&cleanup_done), ECANCELED);
+    ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
+    fut_release(f);
+    /* On a plain thread: it sleeps the thread; in a continuation: EDEADLK. */
+    t0 = tu_now_ns() / 1e9;
+    ck_assert_int_eq(fut_asleep(0.01), 0);
+    ck_assert(tu_now_ns() / 1e9 - t0 >= 0.0095);
+    ck_assert_int_eq(fut_asleep(NAN), EINVAL);
+    p = fut_promise_new(g_rt);
+    pf = fut_promise_future(p);
+    c = fut_then(pf, asleep_in_continuation, NULL);
+    ck_assert_int_eq(fut_promise_resolve(p, NULL), 0);
+    TU_SETTLE(c);
+    ck_assert_ptr_eq(fut_value(c), TU_PTR(EDEADLK));
+    fut_release(c);
+    fut_release(pf);
+    fut_promise_free(p);
+
+    /* fut_await_release */
+    ck_assert_int_eq(fut_run(g_rt, await_released, TU_PTR(6), &v), 0);
+    ck_assert_ptr_eq(v, TU_PTR(6));
+
+    /* fut_promise_on_cancel: runs once on the dispatcher when cancelled
+     * (each hook once), also when registered after the cancel; never when
+     * the future resolves; EALREADY once it did. */
+    atomic_store(&hook_runs, 0);
+    p = fut_promise_new(g_rt);
+    pf = fut_promise_future(p);
+    ck_assert_int_eq(fut_promise_on_cancel(p, on_cancel_hook, TU_PTR(1)), 0);
+    ck_assert_int_eq(fut_promise_on_cancel(p, on_cancel_hook, TU_PTR(10)), 0);
+    ck_assert_int_eq(fut_promise_on_cancel(NULL, on_cancel_hook, NULL), EINVAL);
+    ck_assert_int_eq(fut_promise_on_cancel(p, NULL, NULL), EINVAL);
+    t = fut_timeout(pf, 0.005); /* the timeout is what cancels it */
+    TU_SETTLE(t);
+    ck_assert_int_eq(fut_error(t), ETIMEDOUT);
+    ck_assert_int_eq(fut_promise_on_cancel(p, on_cancel_hook, TU_PTR(100)), 0);
+    TU_POLL(ok, atomic_load(&hook_runs) == 111, TU_WAIT_MS);
+    ck_assert_msg(ok, "hooks ran for %d", atomic_load(&hook_runs));
+    ck_assert_int_eq(fut_promise_resolve(p, NULL), EALREADY);
+    fut_release(t);
+    fut_release(pf);
+    fut_promise_free(p);
+
+    atomic_store(&hook_runs, 0);
+    p = fut_promise_new(g_rt);
+    pf = fut_promise_future(p);
+    ck_assert_int_eq(fut_promise_on_cancel(p, on_cancel_hook, TU_PTR(1)), 0);
+    ck_assert_int_eq(fut_promise_resolve(p, TU_PTR(3)), 0);
+    ck_assert_int_eq(fut_promise_on_cancel(p, on_cancel_hook, TU_PTR(1)), EALREADY);
+    TU_SETTLE(pf);
+    ck_assert_int_eq(fut_run(g_rt, answer, NULL, NULL), 0); /* behind the hook: it has run */
+    ck_assert_int_eq(atomic_load(&hook_runs), 0);
+    fut_release(pf);
+    fut_promise_free(p);
+
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 /* Shutdown with coroutines suspended on a promise nobody settles, on a
  * long sleep and in a yield loop: each gets ECANCELED and ends, its
  * finally runs once, nothing is left. */
@@ -1105,6 +1236,7 @@ static Suite *coro_suite(void)
     tc = tu_tcase(s, "cancel", 60);
     tcase_add_test(tc, test_cancel);
     tcase_add_test(tc, test_cancel_request);
+    tcase_add_test(tc, test_asleep_and_hooks);
     tcase_add_test(tc, test_shutdown_suspended);
 
     tc = tu_tcase(s, "stacks", 60);
