@@ -26,14 +26,8 @@ static void *failed(int code, const char *what, const char *why)
  * main reads of it) and sets *err to 0 or why it failed. */
 static const char *fetch_data(const char *url, double delay, int *err)
 {
-    fut_future *nap;
     printf("  Fetching %s...\n", url);
-    if ((nap = fut_sleep(NULL, delay)) == NULL) {
-        *err = errno;
-        return NULL;
-    }
-    fut_await(nap, err); /* await asyncio.sleep(delay): simulate network latency */
-    fut_release(nap);
+    *err = fut_asleep(delay); /* await asyncio.sleep(delay): simulate network latency */
     return *err ? NULL : url;
 }
 
