@@ -80,6 +80,8 @@ struct fut__group {
     double seconds;          /* K_TIMEOUT: for the message */
     atomic_int timed_out;    /* K_TIMEOUT of a task: its time passed, the task was asked to
                               * cancel and is ending */
+    size_t winner;           /* K_ANY, K_RACE: the input whose outcome it took (written
+                              * before the settle that publishes it) */
     void **values;           /* K_GATHER: the values, in input order */
     fut_future **children;   /* references */
     struct link links[];     /* one per child */
@@ -187,6 +189,8 @@ static void link_fired(struct fut__task *node)
                 cancel_children(g, i);
         }
     } else if (fut__kind(self) == K_ANY) {
+        if (settled_ok(c) || g->pending == 0)
+            g->winner = i;
         if (settled_ok(c)) {
             adopt_child(self, c);
             if (g->flags & FUT_CANCEL_REST)
@@ -197,6 +201,7 @@ static void link_fired(struct fut__task *node)
             fut__observe(c);
         }
     } else if (fut__kind(self) == K_RACE) {
+        g->winner = i;
         adopt_child(self, c);
         if (g->flags & FUT_CANCEL_REST)
             cancel_children(g, i);
@@ -325,6 +330,22 @@ fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned 
         return NULL;
     }
     return group_new(rt, K_RACE, fs, n, flags, 0);
+}
+
+int fut_winner(fut_future *f, size_t *index)
+{
+    unsigned kind, st;
+
+    if (f == NULL || index == NULL)
+        return EINVAL;
+    kind = fut__kind(f);
+    if (kind != K_ANY && kind != K_RACE)
+        return EINVAL;
+    st = atomic_load_explicit(&f->state, memory_order_acquire) & ST_MASK;
+    if (st == FUT_PENDING || st == ST_SETTLING || st == FUT_CANCELLED)
+        return EAGAIN; /* undecided, or cancelled before an input decided */
+    *index = f->u.group->winner;
+    return 0;
 }
 
 fut_future *fut_gather_item(fut_future *g, size_t i)

@@ -485,6 +485,33 @@ FUT_EXPORT fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n,
 /* The first of fs to settle decides, whatever its outcome. n > 0. */
 FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
 
+/* Which input decided a fut_any or fut_race future f: *index is the input
+ * whose outcome f took (fut_any rejected: the last input to fail).
+ * Returns 0, EAGAIN (f is pending, or was cancelled before an input
+ * decided), or EINVAL (f or index NULL, f not from fut_any or fut_race).
+ * Any thread. */
+FUT_EXPORT int fut_winner(fut_future *f, size_t *index);
+
+/* ---- callbacks at a time (asyncio's loop.call_soon / call_later /
+ * call_at) ----
+ *
+ * fn(arg) runs on rt's dispatcher (NULL: the default runtime) as a
+ * continuation does: soon (after what is queued now), after seconds, or
+ * at the time when of fut_time's clock. Its return value resolves the
+ * returned future; fut_raise in it rejects it. Cancelling the future
+ * before fn ran means fn never runs, and its timer is removed. If rt
+ * shuts down first, the future is cancelled. NULL with errno EINVAL (fn
+ * NULL, seconds < 0 or NaN, when NaN), ENOMEM, or, for rt NULL, the
+ * default runtime's error; a future rejected with FUT_EFORKED for a
+ * runtime of the parent after fork(). Any thread. */
+FUT_EXPORT fut_future *fut_call_soon(fut_runtime *rt, fut_work_fn fn, void *arg);
+FUT_EXPORT fut_future *fut_call_later(fut_runtime *rt, double seconds, fut_work_fn fn, void *arg);
+FUT_EXPORT fut_future *fut_call_at(fut_runtime *rt, double when, fut_work_fn fn, void *arg);
+
+/* The clock of the dispatchers' timers, in seconds (CLOCK_MONOTONIC): for
+ * fut_call_at and deadlines (asyncio's loop.time()). Any thread. */
+FUT_EXPORT double fut_time(void);
+
 /* ---- cancellation ---- */
 
 /* Cancel f if it is pending. Two rules (asyncio's):

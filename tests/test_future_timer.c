@@ -708,6 +708,100 @@ START_TEST(test_wheel_stress)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * fut_call_soon / fut_call_later / fut_call_at, fut_time, fut_winner
+ * ---------------------------------------------------------------------- */
+
+static atomic_int call_runs;
+
+static void *call_fn(void *arg)
+{
+    TU_WCHECK(fut_on_dispatcher(g_rt));
+    atomic_fetch_add(&call_runs, 1);
+    if (arg == TU_PTR(-1))
+        return fut_raise(EDOM, "call raised");
+    return arg;
+}
+
+START_TEST(test_calls_at_times)
+{
+    fut_future *f, *g, *h, *x, *in[2], *r;
+    fut_promise *p[2];
+    double t0;
+    size_t idx = 99;
+    bool ok;
+
+    g_rt = tu_rt_new(2);
+    atomic_store(&call_runs, 0);
+    f = fut_call_soon(g_rt, call_fn, TU_PTR(1));
+    t0 = fut_time();
+    g = fut_call_later(g_rt, 0.02, call_fn, TU_PTR(2));
+    h = fut_call_at(g_rt, t0 + 0.03, call_fn, TU_PTR(3));
+    x = fut_call_soon(g_rt, call_fn, TU_PTR(-1));
+    ck_assert(f && g && h && x);
+    TU_SETTLE(f);
+    ck_assert_ptr_eq(fut_value(f), TU_PTR(1));
+    TU_SETTLE(g);
+    ck_assert_msg(fut_time() - t0 >= 0.02, "call_later early: %.4f s", fut_time() - t0);
+    ck_assert_ptr_eq(fut_value(g), TU_PTR(2));
+    TU_SETTLE(h);
+    ck_assert_msg(fut_time() - t0 >= 0.03, "call_at early");
+    ck_assert_ptr_eq(fut_value(h), TU_PTR(3));
+    TU_SETTLE(x);
+    ck_assert_int_eq(fut_error(x), EDOM);
+    ck_assert_str_eq(fut_message(x), "call raised");
+    ck_assert_int_eq(atomic_load(&call_runs), 4);
+    fut_release(f);
+    fut_release(g);
+    fut_release(h);
+    fut_release(x);
+
+    /* Cancelled before it ran: it never runs, and its timer goes. */
+    atomic_store(&call_runs, 0);
+    f = fut_call_later(g_rt, 100.0, call_fn, TU_PTR(4));
+    ck_assert_int_eq(fut_cancel(f), 0);
+    fut_release(f);
+    TU_POLL(ok, fut_runtime_live(g_rt) == 0, TU_WAIT_MS);
+    ck_assert_msg(ok, "%llu futures live after a cancelled call_later",
+                  (unsigned long long)fut_runtime_live(g_rt));
+    ck_assert_int_eq(atomic_load(&call_runs), 0);
+
+    errno = 0;
+    ck_assert_ptr_null(fut_call_soon(g_rt, NULL, NULL));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_null(fut_call_later(g_rt, -1, call_fn, NULL));
+    ck_assert_ptr_null(fut_call_later(g_rt, NAN, call_fn, NULL));
+    ck_assert_ptr_null(fut_call_at(g_rt, NAN, call_fn, NULL));
+
+    /* fut_winner: which input decided a race, an any. */
+    p[0] = fut_promise_new(g_rt);
+    p[1] = fut_promise_new(g_rt);
+    in[0] = fut_promise_future(p[0]);
+    in[1] = fut_promise_future(p[1]);
+    r = fut_race(g_rt, in, 2, 0);
+    ck_assert_int_eq(fut_winner(r, &idx), EAGAIN);
+    ck_assert_int_eq(fut_promise_resolve(p[1], TU_PTR(8)), 0);
+    TU_SETTLE(r);
+    ck_assert_int_eq(fut_winner(r, &idx), 0);
+    ck_assert_uint_eq(idx, 1);
+    fut_release(r);
+    r = fut_any(g_rt, in, 2, 0); /* in[1] resolved already */
+    TU_SETTLE(r);
+    ck_assert_int_eq(fut_winner(r, &idx), 0);
+    ck_assert_uint_eq(idx, 1);
+    ck_assert_int_eq(fut_winner(in[0], &idx), EINVAL);
+    ck_assert_int_eq(fut_winner(r, NULL), EINVAL);
+    fut_release(r);
+    for (int i = 0; i < 2; i++) {
+        fut_release(in[i]);
+        fut_promise_free(p[i]);
+    }
+
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 static Suite *future_timer_suite(void)
 {
     Suite *s = suite_create("future_timer");
@@ -717,6 +811,9 @@ static Suite *future_timer_suite(void)
     tcase_add_loop_test(tc, test_sleep_never_early, 0, (int)TU_ARRAY_LEN(short_delays_ms));
     tcase_add_test(tc, test_sleep_fractional_never_early);
     tcase_add_test(tc, test_sleep_bad_seconds);
+
+    tc = tu_tcase(s, "calls", 30);
+    tcase_add_test(tc, test_calls_at_times);
 
     tc = tu_tcase(s, "order", 30);
     tcase_add_test(tc, test_sleep_deadline_order);
