@@ -441,16 +441,60 @@ fut_future *fut__forked_future(fut_runtime *rt)
 
 /* ---- continuations ---- */
 
+/* fut_then_future's second step: the future its function returned has
+ * settled; d settles as it did. */
+static void follow_done(struct fut__task *node)
+{
+    fut_future *d = (fut_future *)((char *)node - offsetof(fut_future, u.cont.wnode));
+    fut_future *next = d->u.cont.src;
+
+    if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) == FUT_PENDING)
+        fut__adopt(d, next);
+    else
+        fut__observe(next); /* d was cancelled meanwhile: nobody else reads it */
+    d->u.cont.src = NULL;
+    fut_release(next); /* the reference fn returned */
+    fut_release(d);    /* the reference of next's dependents list */
+}
+
+/* fut_then_future's function returned next (a new reference) or failed:
+ * 1 if d now follows next (its node is queued on next), else 0 (d has
+ * settled, or the call's error settles it). */
+static int follow(fut_future *d, void *v, struct fut__call *call)
+{
+    fut_future *next = v;
+
+    if (call->code != 0)
+        return 0; /* it raised: settle_from_call rejects d */
+    if (next == NULL) {
+        settle(d, FUT_REJECTED, NULL, EINVAL,
+               (char *)"the continuation returned no future (fut_then_future)", 0);
+        return 0;
+    }
+    if (next == d) {
+        fut_release(next);
+        settle(d, FUT_REJECTED, NULL, EDEADLK,
+               (char *)"the continuation returned its own future: it would wait for itself", 0);
+        return 0;
+    }
+    d->u.cont.src = next; /* takes over the reference fn returned */
+    d->u.cont.wnode.run = follow_done;
+    fut__depend(next, &d->u.cont.wnode);
+    return 1;
+}
+
 static void run_dependent(struct fut__task *node)
 {
     fut_future *d = (fut_future *)((char *)node - offsetof(fut_future, u.cont.wnode));
     fut_future *src = d->u.cont.src;
     unsigned st = atomic_load_explicit(&src->state, memory_order_acquire) & ST_MASK;
     unsigned kind = fut__kind(d);
+    unsigned ds = atomic_load_explicit(&d->state, memory_order_acquire);
+    int flatten = (ds & ST_FLATTEN) != 0;
     struct fut__call call;
     void *v = NULL;
 
-    if ((atomic_load_explicit(&d->state, memory_order_acquire) & ST_MASK) != FUT_PENDING) {
+    if ((ds & ST_MASK) != FUT_PENDING) {
         /* Cancelled before its source settled: it does not run. */
     } else if (kind == K_THEN && st != FUT_RESOLVED) {
         fut__adopt(d, src);
@@ -472,10 +516,18 @@ static void run_dependent(struct fut__task *node)
         fut__call_end(&call);
         if (start != 0)
             fut__debug_slow(d->rt, "a continuation", d->u.cont.fn, start);
-        if (kind == K_FINALLY && call.code == 0)
+        if (kind == K_FINALLY && call.code == 0) {
             fut__adopt(d, src);
-        else
+        } else if (flatten) {
+            if (follow(d, v, &call)) {
+                fut_release(src); /* d's reference on its first source; d stays on the list */
+                return;
+            }
+            if (call.code != 0)
+                fut__settle_from_call(d, NULL, &call);
+        } else {
             fut__settle_from_call(d, v, &call);
+        }
     }
     d->u.cont.src = NULL;
     fut_release(src); /* d's reference on its source */
@@ -506,6 +558,29 @@ static fut_future *attach(fut_future *src, int kind, void (*fn)(void), void *arg
 fut_future *fut_then(fut_future *f, fut_then_fn fn, void *arg)
 {
     return attach(f, K_THEN, (void (*)(void))fn, arg);
+}
+
+fut_future *fut_then_future(fut_future *f, fut_then_future_fn fn, void *arg)
+{
+    fut_future *d;
+
+    if (f == NULL || fn == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (fut__forked(f->rt))
+        return fut__forked_future(f->rt);
+    d = fut__future_new(f->rt, K_THEN, 2);
+    if (d == NULL)
+        return NULL;
+    /* Before d is shared: plain store of the flag. */
+    atomic_fetch_or_explicit(&d->state, ST_FLATTEN, memory_order_relaxed);
+    d->u.cont.src = fut_retain(f);
+    d->u.cont.fn = (void (*)(void))fn;
+    d->u.cont.arg = arg;
+    d->u.cont.wnode.run = run_dependent;
+    fut__depend(f, &d->u.cont.wnode);
+    return d;
 }
 
 fut_future *fut_catch(fut_future *f, fut_catch_fn fn, void *arg)

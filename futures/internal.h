@@ -28,6 +28,8 @@ struct fut__task {
  *              slot was left alone (it held the deadline): the message is
  *              "cancelled"
  *   bits 8-11  the kind (enum fut__kind), fixed at creation
+ *   bit 13     ST_FLATTEN: a fut_then_future continuation (fixed at
+ *              creation, dropped when it settles)
  *   bit 12     ST_LINKED: a sleep is in the timer wheel, or a K_IO wait
  *              in its descriptor's list of waiters; only the dispatcher
  *              sets and clears it, and while a sleep has it the value
@@ -42,6 +44,7 @@ struct fut__task {
 #define ST_ARMED 0x40u
 #define ST_NOMSG 0x80u
 #define ST_LINKED 0x1000u
+#define ST_FLATTEN 0x2000u /* K_THEN of fut_then_future: follow the future fn returns (until settled) */
 #define ST_KIND_SHIFT 8
 #define ST_KIND (0xfu << ST_KIND_SHIFT)
 #define ST_CODE_SHIFT 16

@@ -413,6 +413,19 @@ FUT_EXPORT void fut_promise_free(fut_promise *p);
 typedef void *(*fut_then_fn)(void *value, void *arg);
 FUT_EXPORT fut_future *fut_then(fut_future *f, fut_then_fn fn, void *arg);
 
+/* When f resolves: fn(value, arg) returns a future (a new reference;
+ * ownership passes to the library), and the new future settles as that
+ * one does (Promises/A+ then, Folly's thenValue): chaining steps that are
+ * themselves asynchronous without nesting. fn returning NULL without a
+ * fut_raise rejects the new future with EINVAL; fn returning the new
+ * future itself rejects it with EDEADLK (it would wait for itself; a
+ * longer cycle, a future that waits for the new one, is the caller's to
+ * avoid). When f is rejected or cancelled, fn does not run and the new
+ * future settles as f did. Cancelling the new future does not cancel the
+ * future fn returned. */
+typedef fut_future *(*fut_then_future_fn)(void *value, void *arg);
+FUT_EXPORT fut_future *fut_then_future(fut_future *f, fut_then_future_fn fn, void *arg);
+
 /* When f is rejected or cancelled: fn(code, message, arg); its return
  * value resolves the new future (fut_raise rejects it). When f resolves,
  * the new future resolves with the same value and fn does not run. */

@@ -999,6 +999,113 @@ START_TEST(test_cancel_propagates)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * fut_then_future: a continuation that returns a future to follow
+ * ---------------------------------------------------------------------- */
+
+static fut_future *flat_self;     /* the future the next fn must return */
+static atomic_int flat_runs;
+
+static void *flat_work(void *arg)
+{
+    return arg;
+}
+
+static void *flat_fail(void *arg)
+{
+    return fut_raise((int)(intptr_t)arg, "step failed");
+}
+
+static fut_future *flat_step(void *value, void *arg)
+{
+    atomic_fetch_add(&flat_runs, 1);
+    switch ((int)(intptr_t)arg) {
+    case 0: /* the next asynchronous step: work that adds one */
+        return fut_submit(g_rt, flat_work, (void *)((intptr_t)value + 1));
+    case 1:
+        return fut_submit(g_rt, flat_fail, TU_PTR(EIO));
+    case 2:
+        return NULL;
+    case 3:
+        return fut_retain(flat_self);
+    default:
+        return fut_raise(EDOM, "raised in the step");
+    }
+}
+
+START_TEST(test_then_future)
+{
+    fut_promise *p;
+    fut_future *src, *a, *b, *c;
+
+    g_rt = tu_rt_new(2);
+    atomic_store(&flat_runs, 0);
+    p = fut_promise_new(g_rt);
+    src = fut_promise_future(p);
+    a = fut_then_future(src, flat_step, TU_PTR(0)); /* 10 + 1 */
+    b = fut_then_future(a, flat_step, TU_PTR(0));   /* + 1 */
+    c = fut_then_future(b, flat_step, TU_PTR(0));   /* + 1 */
+    ck_assert(a && b && c);
+    ck_assert_int_eq(fut_promise_resolve(p, TU_PTR(10)), 0);
+    TU_SETTLE(c);
+    ck_assert_int_eq(fut_state(c), FUT_RESOLVED);
+    ck_assert_ptr_eq(fut_value(c), TU_PTR(13));
+    ck_assert_int_eq(atomic_load(&flat_runs), 3);
+    fut_release(a);
+    fut_release(b);
+    fut_release(c);
+
+    /* The returned future fails: so does the new one. */
+    a = fut_then_future(src, flat_step, TU_PTR(1));
+    TU_SETTLE(a);
+    ck_assert_int_eq(fut_error(a), EIO);
+    ck_assert_str_eq(fut_message(a), "step failed");
+    fut_release(a);
+    /* No future: EINVAL. A raise: its code. */
+    a = fut_then_future(src, flat_step, TU_PTR(2));
+    TU_SETTLE(a);
+    ck_assert_int_eq(fut_error(a), EINVAL);
+    fut_release(a);
+    a = fut_then_future(src, flat_step, TU_PTR(4));
+    TU_SETTLE(a);
+    ck_assert_int_eq(fut_error(a), EDOM);
+    fut_release(a);
+    fut_release(src);
+    fut_promise_free(p);
+
+    /* Its own future: EDEADLK, never a hang. */
+    p = fut_promise_new(g_rt);
+    src = fut_promise_future(p);
+    flat_self = fut_then_future(src, flat_step, TU_PTR(3));
+    ck_assert_int_eq(fut_promise_resolve(p, NULL), 0);
+    TU_SETTLE(flat_self);
+    ck_assert_int_eq(fut_error(flat_self), EDEADLK);
+    fut_release(flat_self);
+    flat_self = NULL;
+    fut_release(src);
+    fut_promise_free(p);
+
+    /* A rejected source: fn does not run. */
+    atomic_store(&flat_runs, 0);
+    p = fut_promise_new(g_rt);
+    src = fut_promise_future(p);
+    a = fut_then_future(src, flat_step, TU_PTR(0));
+    ck_assert_int_eq(fut_promise_reject(p, EACCES, "no"), 0);
+    TU_SETTLE(a);
+    ck_assert_int_eq(fut_error(a), EACCES);
+    ck_assert_int_eq(atomic_load(&flat_runs), 0);
+    fut_release(a);
+    fut_release(src);
+    fut_promise_free(p);
+    errno = 0;
+    ck_assert_ptr_null(fut_then_future(NULL, flat_step, NULL));
+    ck_assert_int_eq(errno, EINVAL);
+
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 static Suite *future_then_suite(void)
 {
     Suite *s = suite_create("future_then");
@@ -1010,6 +1117,7 @@ static Suite *future_then_suite(void)
     tcase_add_loop_test(tc, test_catch_semantics, 0, 8);
     tcase_add_loop_test(tc, test_finally_semantics, 0, 12);
     tcase_add_test(tc, test_work_continuations);
+    tcase_add_test(tc, test_then_future);
 
     tc = tu_tcase(s, "attach", 60);
     tcase_add_test(tc, test_attach_after_settled);
