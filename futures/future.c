@@ -464,8 +464,10 @@ static int follow(fut_future *d, void *v, struct fut__call *call)
 {
     fut_future *next = v;
 
-    if (call->code != 0)
-        return 0; /* it raised: settle_from_call rejects d */
+    if (call->code != 0) { /* it raised: settle_from_call rejects d */
+        fut_release(next);  /* and what it returned anyway is ours to drop */
+        return 0;
+    }
     if (next == NULL) {
         settle(d, FUT_REJECTED, NULL, EINVAL,
                (char *)"the continuation returned no future (fut_then_future)", 0);
