@@ -592,10 +592,13 @@ static void *sleeper(void *arg)
     return TU_PTR(err);
 }
 
+static atomic_int spin_started;
+
 static void *spin_yield(void *arg)
 {
     long n = 0;
     (void)arg;
+    atomic_store(&spin_started, 1);
     while (fut_yield() == 0)
         n++;
     atomic_fetch_add(&ran, 100);
@@ -652,8 +655,10 @@ START_TEST(test_cancel)
 
     /* A yield loop. */
     atomic_store(&ran, 0);
+    atomic_store(&spin_started, 0);
     f = fut_async(g_rt, spin_yield, NULL);
-    tu_sleep_ms(2);
+    TU_POLL(ok, atomic_load(&spin_started) == 1, TU_WAIT_MS); /* a cancel before would stop it starting */
+    ck_assert(ok);
     ck_assert_int_eq(fut_cancel(f), 0);
     TU_POLL(ok, atomic_load(&ran) == 100, TU_WAIT_MS);
     ck_assert(ok);
