@@ -684,10 +684,14 @@ static atomic_int cleanup_done;
 
 /* On a cancel: 20 ms of cleanup (an await that works again), then pass
  * it on (arg NULL) or return a value instead (arg the value). */
+static atomic_int cleans_started;
+
 static void *cleans_up(void *arg)
 {
     fut_future *s = fut_sleep(g_rt, 100.0), *c;
     int err = 0;
+
+    atomic_store(&cleans_started, 1);
 
     (void)fut_await(s, &err);
     fut_release(s);
@@ -777,6 +781,7 @@ START_TEST(test_cancel_request)
     void *v = NULL;
     int err;
     double t0;
+    bool ok;
 
     g_rt = tu_rt_new(2);
 
@@ -792,8 +797,11 @@ START_TEST(test_cancel_request)
 
     /* The state and message of a task that passed its cancel on. */
     atomic_store(&cleanup_done, 0);
+    atomic_store(&cleans_started, 0);
     f = fut_async(g_rt, cleans_up, NULL);
-    tu_sleep_ms(10);
+    TU_POLL(ok, atomic_load(&cleans_started) == 1, TU_WAIT_MS); /* started: a request, not a claim */
+    ck_assert(ok);
+    tu_sleep_ms(2);
     ck_assert_int_eq(fut_cancel(f), 0);
     TU_SETTLE(f);
     ck_assert_int_eq(fut_state(f), FUT_CANCELLED);
@@ -806,7 +814,10 @@ START_TEST(test_cancel_request)
     /* A timeout of a task asks it to cancel and waits for it to end:
      * ETIMEDOUT once it ended cancelled, its cleanup done by then ... */
     atomic_store(&cleanup_done, 0);
+    atomic_store(&cleans_started, 0);
     f = fut_async(g_rt, cleans_up, NULL);
+    TU_POLL(ok, atomic_load(&cleans_started) == 1, TU_WAIT_MS);
+    ck_assert(ok);
     t0 = tu_now_ns() / 1e9;
     t = fut_timeout(f, 0.02);
     TU_SETTLE(t);
@@ -819,7 +830,10 @@ START_TEST(test_cancel_request)
     fut_release(f);
     /* ... and what it returned instead wins (asyncio.wait_for). */
     atomic_store(&cleanup_done, 0);
+    atomic_store(&cleans_started, 0);
     f = fut_async(g_rt, cleans_up, TU_PTR(9));
+    TU_POLL(ok, atomic_load(&cleans_started) == 1, TU_WAIT_MS);
+    ck_assert(ok);
     t = fut_timeout(f, 0.02);
     TU_SETTLE(t);
     ck_assert_int_eq(fut_state(t), FUT_RESOLVED);
