@@ -82,6 +82,8 @@ struct fut__group {
                               * cancel and is ending */
     size_t winner;           /* K_ANY, K_RACE: the input whose outcome it took (written
                               * before the settle that publishes it) */
+    int when;                /* K_WAITSET: FUT_FIRST_COMPLETED / _EXCEPTION / FUT_ALL_COMPLETED */
+    int timer;               /* K_WAITSET: the last child is its timeout's sleep */
     void **values;           /* K_GATHER: the values, in input order */
     fut_future **children;   /* references */
     struct link links[];     /* one per child */
@@ -98,7 +100,14 @@ static void cancel_children(struct fut__group *g, size_t except)
 
 void fut__group_cancelled(fut_future *f)
 {
-    cancel_children(f->u.group, (size_t)-1);
+    struct fut__group *g = f->u.group;
+
+    if (fut__kind(f) == K_WAITSET) { /* asyncio.wait: the inputs are left alone */
+        if (g->timer)
+            fut_cancel(g->children[g->n - 1]);
+        return;
+    }
+    cancel_children(g, (size_t)-1);
 }
 
 int fut__group_decided(fut_future *f)
@@ -106,8 +115,8 @@ int fut__group_decided(fut_future *f)
     struct fut__group *g = f->u.group;
     size_t i, n;
 
-    if (g == NULL)
-        return 0;
+    if (g == NULL || fut__kind(f) == K_WAITSET)
+        return 0; /* a wait set may always be cancelled (its inputs are not) */
     n = fut__kind(f) == K_TIMEOUT ? 1 : g->n; /* a timeout: its future, not the sleep */
     for (i = 0; i < n; i++)
         if (fut_state(g->children[i]) == FUT_PENDING)
@@ -158,6 +167,35 @@ static int settled_ok(fut_future *c)
     return (atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_RESOLVED;
 }
 
+/* K_WAITSET: resolve with the number of inputs settled now. */
+static void waitset_resolve(fut_future *self, struct fut__group *g)
+{
+    size_t i, nin = g->n - (size_t)g->timer, done = 0;
+
+    for (i = 0; i < nin; i++)
+        done += fut_state(g->children[i]) != FUT_PENDING;
+    fut__settle(self, FUT_RESOLVED, (void *)(uintptr_t)done, 0, NULL, 0);
+    if (g->timer)
+        fut_cancel(g->children[g->n - 1]); /* its timer is not needed any more */
+}
+
+/* K_WAITSET: child i settled (an input, or the timeout's sleep). */
+static void waitset_fired(fut_future *self, struct fut__group *g, size_t i, fut_future *c)
+{
+    size_t nin = g->n - (size_t)g->timer;
+
+    if (g->timer && i == nin) {
+        /* The time passed, or the sleep was cancelled by the runtime's
+         * shutdown (no timer can fire any more): report what is done. */
+        waitset_resolve(self, g);
+        return;
+    }
+    if (g->when == FUT_FIRST_COMPLETED ||
+        (g->when == FUT_FIRST_EXCEPTION && !settled_ok(c)) ||
+        g->pending == (size_t)g->timer) /* every input settled */
+        waitset_resolve(self, g);
+}
+
 /* A child settled (dispatcher thread). */
 static void link_fired(struct fut__task *node)
 {
@@ -172,8 +210,10 @@ static void link_fired(struct fut__task *node)
     if (decided) {
         /* The combinator settled already (an earlier child, or a cancel):
          * a later failure is read here, as asyncio's gather consumes it,
-         * not reported as nobody's. */
-        fut__observe(c);
+         * not reported as nobody's. (A wait set's inputs are the
+         * caller's to read, as asyncio.wait leaves them.) */
+        if (fut__kind(self) != K_WAITSET)
+            fut__observe(c);
     } else if (fut__kind(self) == K_GATHER) {
         if (settled_ok(c)) {
             g->values[i] = c->value;
@@ -205,6 +245,8 @@ static void link_fired(struct fut__task *node)
         adopt_child(self, c);
         if (g->flags & FUT_CANCEL_REST)
             cancel_children(g, i);
+    } else if (fut__kind(self) == K_WAITSET) {
+        waitset_fired(self, g, i, c);
     } else { /* K_TIMEOUT: child 0 is the future, child 1 the sleep */
         if (i == 0) {
             if (atomic_load_explicit(&g->timed_out, memory_order_acquire) &&
@@ -242,7 +284,7 @@ static void link_fired(struct fut__task *node)
 
 /* seconds: K_TIMEOUT's delay (its message), set before any link can fire. */
 static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, size_t n,
-                             unsigned flags, double seconds)
+                             unsigned flags, double seconds, int when, int timer)
 {
     struct fut__group *g;
     fut_future *self;
@@ -277,6 +319,8 @@ static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, s
     g->pending = n;
     g->flags = flags;
     g->seconds = seconds;
+    g->when = when;   /* K_WAITSET: set before any link can run */
+    g->timer = timer;
     g->children = fut__malloc((n ? n : 1) * sizeof *g->children);
     if (kind == K_GATHER)
         g->values = fut__calloc(n ? n : 1, sizeof *g->values);
@@ -311,7 +355,7 @@ static fut_future *group_new(fut_runtime *rt, int kind, fut_future *const *fs, s
 
 fut_future *fut_gather(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
 {
-    return group_new(rt, K_GATHER, fs, n, flags, 0);
+    return group_new(rt, K_GATHER, fs, n, flags, 0, 0, 0);
 }
 
 fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
@@ -320,7 +364,7 @@ fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned f
         errno = EINVAL;
         return NULL;
     }
-    return group_new(rt, K_ANY, fs, n, flags, 0);
+    return group_new(rt, K_ANY, fs, n, flags, 0, 0, 0);
 }
 
 fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags)
@@ -329,7 +373,7 @@ fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned 
         errno = EINVAL;
         return NULL;
     }
-    return group_new(rt, K_RACE, fs, n, flags, 0);
+    return group_new(rt, K_RACE, fs, n, flags, 0, 0, 0);
 }
 
 int fut_winner(fut_future *f, size_t *index)
@@ -346,6 +390,46 @@ int fut_winner(fut_future *f, size_t *index)
         return EAGAIN; /* undecided, or cancelled before an input decided */
     *index = f->u.group->winner;
     return 0;
+}
+
+fut_future *fut_wait_many(fut_runtime *rt, fut_future *const *fs, size_t n, int when,
+                          double timeout_s)
+{
+    fut_future **all, *w;
+    size_t i;
+    int timer = timeout_s >= 0;
+
+    if (fs == NULL || n == 0 || n > ((size_t)-1) / sizeof *all - 1 ||
+        (when != FUT_FIRST_COMPLETED && when != FUT_FIRST_EXCEPTION && when != FUT_ALL_COMPLETED) ||
+        timeout_s != timeout_s) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rt = fut__runtime(rt);
+    if (rt == NULL)
+        return NULL;
+    all = fut__malloc((n + 1) * sizeof *all);
+    if (all == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    for (i = 0; i < n; i++)
+        all[i] = fs[i];
+    if (timer) {
+        all[n] = fut_sleep(rt, timeout_s);
+        if (all[n] == NULL) {
+            fut__free(all);
+            return NULL;
+        }
+    }
+    w = group_new(rt, K_WAITSET, all, n + (size_t)timer, 0, timeout_s, when, timer);
+    if (timer) {
+        if (w == NULL)
+            fut_cancel(all[n]);
+        fut_release(all[n]);
+    }
+    fut__free(all);
+    return w;
 }
 
 fut_future *fut_gather_item(fut_future *g, size_t i)
@@ -371,7 +455,7 @@ fut_future *fut_timeout(fut_future *f, double seconds)
     pair[1] = fut_sleep(f->rt, seconds);
     if (pair[1] == NULL)
         return NULL;
-    t = group_new(f->rt, K_TIMEOUT, pair, 2, 0, seconds);
+    t = group_new(f->rt, K_TIMEOUT, pair, 2, 0, seconds, 0, 0);
     if (t == NULL)
         fut_cancel(pair[1]);
     else if (seconds == 0 && is_task(f) && fut_state(f) == FUT_PENDING) {

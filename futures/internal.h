@@ -66,10 +66,11 @@ enum fut__kind {
     K_RACE,
     K_TIMEOUT,  /* u.group with one child and a timer */
     K_CORO,     /* fut_async: u.coro, a coroutine on the dispatcher (coro.c) */
-    K_IO        /* fut_io_wait: u.io, a wait for a descriptor (io/poll.c) */
+    K_IO,       /* fut_io_wait: u.io, a wait for a descriptor (io/poll.c) */
+    K_WAITSET   /* fut_wait_many: u.group, inputs and maybe a timer (combine.c) */
 };
 
-#define IS_GROUP(kind) ((kind) >= K_GATHER && (kind) <= K_TIMEOUT)
+#define IS_GROUP(kind) (((kind) >= K_GATHER && (kind) <= K_TIMEOUT) || (kind) == K_WAITSET)
 
 struct fut__group;
 struct fut__coro;

@@ -498,6 +498,25 @@ FUT_EXPORT fut_future *fut_any(fut_runtime *rt, fut_future *const *fs, size_t n,
 /* The first of fs to settle decides, whatever its outcome. n > 0. */
 FUT_EXPORT fut_future *fut_race(fut_runtime *rt, fut_future *const *fs, size_t n, unsigned flags);
 
+/* asyncio.wait: a future that resolves, never rejects, when `when` holds
+ * for the n > 0 futures fs, or when timeout_s seconds have passed (< 0:
+ * no limit), with the number of them settled then as its value
+ * ((void *)(uintptr_t)count). Nothing is cancelled or read: the settled
+ * ones are the "done" set, the pending ones the "pending" set (fut_state
+ * tells), and their errors are still yours to read. Cancelling it cancels
+ * only its timer. when:
+ *   FUT_FIRST_COMPLETED  as soon as one settles;
+ *   FUT_FIRST_EXCEPTION  as soon as one is rejected or cancelled, or all
+ *                        have settled;
+ *   FUT_ALL_COMPLETED    when all have settled.
+ * NULL with errno EINVAL (fs NULL, n 0, when unknown, timeout NaN, an
+ * input NULL or of another runtime) or ENOMEM. Any thread. */
+#define FUT_FIRST_COMPLETED 1
+#define FUT_FIRST_EXCEPTION 2
+#define FUT_ALL_COMPLETED 3
+FUT_EXPORT fut_future *fut_wait_many(fut_runtime *rt, fut_future *const *fs, size_t n, int when,
+                                     double timeout_s);
+
 /* Which input decided a fut_any or fut_race future f: *index is the input
  * whose outcome f took (fut_any rejected: the last input to fail).
  * Returns 0, EAGAIN (f is pending, or was cancelled before an input

@@ -1481,6 +1481,74 @@ START_TEST(test_unobserved_hook)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * fut_wait_many (asyncio.wait)
+ * ---------------------------------------------------------------------- */
+
+START_TEST(test_wait_many)
+{
+    fut_promise *p[3];
+    fut_future *in[3], *w;
+    double t0;
+    int i;
+
+    g_rt = tu_rt_new(2);
+    for (i = 0; i < 3; i++) {
+        p[i] = fut_promise_new(g_rt);
+        in[i] = fut_promise_future(p[i]);
+    }
+    /* FIRST_COMPLETED: one settles, it resolves with 1; nothing else is
+     * touched. */
+    w = fut_wait_many(g_rt, in, 3, FUT_FIRST_COMPLETED, -1);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(fut_promise_resolve(p[1], TU_PTR(5)), 0);
+    TU_SETTLE(w);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(1));
+    ck_assert_int_eq(fut_state(in[0]), FUT_PENDING);
+    fut_release(w);
+    /* FIRST_EXCEPTION: a resolve is not enough, a reject is. */
+    w = fut_wait_many(g_rt, in, 3, FUT_FIRST_EXCEPTION, -1);
+    tu_sleep_ms(5);
+    ck_assert_int_eq(fut_state(w), FUT_PENDING); /* in[1] resolved: not an exception */
+    ck_assert_int_eq(fut_promise_reject(p[2], EIO, "bad"), 0);
+    TU_SETTLE(w);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(2));
+    ck_assert_int_eq(fut_error(in[2]), EIO); /* still ours to read */
+    fut_release(w);
+    /* A timeout: resolves with what is done; the pending one is left. */
+    w = fut_wait_many(g_rt, in, 3, FUT_ALL_COMPLETED, 0.02);
+    t0 = tu_now_ns() / 1e9;
+    TU_SETTLE(w);
+    ck_assert(tu_now_ns() / 1e9 - t0 >= 0.015);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(2));
+    ck_assert_int_eq(fut_state(in[0]), FUT_PENDING);
+    fut_release(w);
+    /* Cancelling it leaves the inputs alone. */
+    w = fut_wait_many(g_rt, in, 3, FUT_ALL_COMPLETED, 100.0);
+    ck_assert_int_eq(fut_cancel(w), 0);
+    ck_assert_int_eq(fut_state(in[0]), FUT_PENDING);
+    fut_release(w);
+    /* ALL_COMPLETED. */
+    w = fut_wait_many(g_rt, in, 3, FUT_ALL_COMPLETED, -1);
+    ck_assert_int_eq(fut_promise_resolve(p[0], NULL), 0);
+    TU_SETTLE(w);
+    ck_assert_ptr_eq(fut_value(w), TU_PTR(3));
+    fut_release(w);
+    /* Bad arguments. */
+    errno = 0;
+    ck_assert_ptr_null(fut_wait_many(g_rt, in, 0, FUT_ALL_COMPLETED, -1));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_null(fut_wait_many(g_rt, in, 3, 7, -1));
+    ck_assert_ptr_null(fut_wait_many(g_rt, NULL, 3, FUT_ALL_COMPLETED, -1));
+    for (i = 0; i < 3; i++) {
+        fut_release(in[i]);
+        fut_promise_free(p[i]);
+    }
+    TU_ASSERT_NO_WFAIL();
+    tu_rt_finish(g_rt);
+}
+END_TEST
+
 static Suite *future_combine_suite(void)
 {
     Suite *s = suite_create("future_combine");
@@ -1498,6 +1566,9 @@ static Suite *future_combine_suite(void)
 
     tc = tu_tcase(s, "cancel", 30);
     tcase_add_loop_test(tc, test_cancel_combinator, 0, C_KINDS);
+
+    tc = tu_tcase(s, "wait_many", 30);
+    tcase_add_test(tc, test_wait_many);
 
     tc = tu_tcase(s, "any_race", 30);
     tcase_add_loop_test(tc, test_any_first_resolved_wins, 0, 2);
