@@ -54,6 +54,32 @@ static inline long bench_status_bytes(const char *field)
     return kb * 1024;
 }
 
+/* W7 (the W7 clients of ../shared/peers): an answer line is "ok "
+ * digits "\n" and nothing after it, as w7_libuv.c checks it. */
+static inline int bench_w7_answer_ok(const char *b, size_t len)
+{
+    size_t i = 3;
+
+    if (len < 5 || memcmp(b, "ok ", 3) != 0)
+        return 0;
+    while (i < len && b[i] >= '0' && b[i] <= '9')
+        i++;
+    return i > 3 && i == len - 1 && b[i] == '\n';
+}
+
+/* W7's result line, with threads= (Threads: of /proc/self/status) and
+ * rss_kb= (VmHWM) at its end, as the W7 peers print it. */
+static inline void bench_w7_report(const char *peer, long n, double wall_s)
+{
+    long threads = bench_status_bytes("Threads:"), hwm = bench_status_bytes("VmHWM:");
+
+    printf("workload=W7_net_wait peer=%s n=%ld wall_s=%.6f ops_per_s=%.0f ns_per_op=%.1f "
+           "threads=%ld rss_kb=%ld\n",
+           peer, n, wall_s, wall_s > 0 ? (double)n / wall_s : 0.0, wall_s * 1e9 / (double)n,
+           threads < 0 ? -1 : threads / 1024, hwm < 0 ? -1 : hwm / 1024);
+    fflush(stdout);
+}
+
 #define BENCH_CHECK(cond, ...)                                   \
     do {                                                         \
         if (!(cond)) {                                           \

@@ -32,17 +32,6 @@ static long n, n_done, n_ok; /* the counters: dispatcher only */
 static struct req *rs;
 static fut_promise *all_done;
 
-static int good_answer(const char *b, size_t len)
-{
-    size_t i = 3;
-
-    if (len < 5 || memcmp(b, "ok ", 3) != 0)
-        return 0;
-    while (i < len && b[i] >= '0' && b[i] <= '9')
-        i++;
-    return i > 3 && i == len - 1 && b[i] == '\n';
-}
-
 static void finish(struct req *r, int err)
 {
     if (r->err != 0)
@@ -90,7 +79,7 @@ static void on_readable(fut_future *w, void *arg)
     }
     r->len += (size_t)got;
     if (memchr(r->buf, '\n', r->len) != NULL)
-        finish(r, good_answer(r->buf, r->len) ? 0 : EPROTO);
+        finish(r, bench_w7_answer_ok(r->buf, r->len) ? 0 : EPROTO);
     else if (r->len == sizeof r->buf)
         finish(r, EPROTO);
     else
@@ -187,11 +176,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "w7_net_wait_cb: %ld x %s\n", cnt[i], strerror((int)i));
     }
     BENCH_CHECK(n_ok == n, "answered=%ld of n=%ld (port %d)", n_ok, n, p);
-    printf("workload=W7_net_wait peer=libfutures-callbacks n=%ld wall_s=%.6f ops_per_s=%.0f "
-           "ns_per_op=%.1f threads=%ld rss_kb=%ld\n",
-           n, t1 - t0, (double)n / (t1 - t0), (t1 - t0) * 1e9 / (double)n,
-           bench_status_bytes("Threads:") < 0 ? -1 : bench_status_bytes("Threads:") / 1024,
-           bench_status_bytes("VmHWM:") / 1024);
+    bench_w7_report("libfutures-callbacks", n, t1 - t0);
     fut_release(started);
     fut_release(go_f);
     fut_release(done);

@@ -78,8 +78,8 @@ struct fut__group {
     size_t pending;          /* children not yet settled (dispatcher only) */
     unsigned flags;          /* FUT_SETTLED, FUT_CANCEL_REST */
     double seconds;          /* K_TIMEOUT: for the message */
-    atomic_int timed_out;    /* K_TIMEOUT of a task: its time passed, the task was asked to
-                              * cancel and is ending */
+    atomic_int timed_out;    /* K_TIMEOUT: its time passed and its future was cancelled
+                              * (a task: asked, and ending) */
     size_t winner;           /* K_ANY, K_RACE: the input whose outcome it took (written
                               * before the settle that publishes it) */
     int when;                /* K_WAITSET: FUT_FIRST_COMPLETED / _EXCEPTION / FUT_ALL_COMPLETED */
@@ -252,22 +252,22 @@ static void link_fired(struct fut__task *node)
             if (atomic_load_explicit(&g->timed_out, memory_order_acquire) &&
                 (atomic_load_explicit(&c->state, memory_order_acquire) & ST_MASK) == FUT_CANCELLED) {
                 fut__observe(c);
-                timed_out(self, g); /* the task ended cancelled: the time had passed */
+                timed_out(self, g); /* it ended cancelled: the time had passed */
             } else {
                 adopt_child(self, c); /* what it returned or raised meanwhile wins */
             }
             fut_cancel(g->children[1]);
-        } else if (settled_ok(c) && is_task(g->children[0])) {
-            /* A task is asked to cancel, and the timeout waits for it to
-             * end (its cleanup done): its own link decides (asyncio's
-             * wait_for). */
-            atomic_store_explicit(&g->timed_out, 1, memory_order_release);
-            fut_cancel(g->children[0]);
-        } else if (settled_ok(c) && fut_cancel(g->children[0]) == 0) {
-            /* Time out only if the future was still pending: one that
-             * settled first (its link not yet run) keeps its result, which
-             * its own link adopts. No result is lost to a timeout. */
-            timed_out(self, g);
+        } else if (settled_ok(c)) {
+            /* The time passed: cancel f, and let f's own link decide
+             * (ETIMEDOUT if it ended cancelled). A plain future is
+             * cancelled at once and its link comes next; a task is asked
+             * and its link waits for its end, cleanup done (asyncio's
+             * wait_for). An f that settled first (EALREADY: its link not
+             * yet run) keeps its result: no result is lost to a timeout.
+             * The store follows the cancel safely: f's link runs on this
+             * dispatcher, after this task. */
+            if (fut_cancel(g->children[0]) == 0)
+                atomic_store_explicit(&g->timed_out, 1, memory_order_release);
         } else if (!settled_ok(c) && fut_state(g->children[0]) == FUT_PENDING) {
             /* The sleep was cancelled while the timeout was undecided: not
              * by us (we cancel it only after deciding), so by the runtime's

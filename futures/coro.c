@@ -341,7 +341,8 @@ int fut__coro_cancel_requested(const fut_future *f)
 {
     const struct fut__coro *co = f->u.coro;
 
-    return co->cancels != 0 || co->cancel ||
+    /* (co->cancel is only ever set with cancels counted) */
+    return co->cancels != 0 ||
            atomic_load_explicit(&((struct fut__coro *)co)->cancel_req, memory_order_acquire) != 0;
 }
 

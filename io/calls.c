@@ -223,7 +223,7 @@ long fut__io_write(int fd, const void *buf, size_t n, int flags, uint64_t deadli
 }
 
 /* The checks every call makes first: 0 or -code. */
-static int enter(int fd, const void *buf, size_t n, double timeout_s, uint64_t *deadline)
+int fut__io_enter(int fd, const void *buf, size_t n, double timeout_s, uint64_t *deadline)
 {
     if (fd < 0)
         return -EBADF;
@@ -239,7 +239,7 @@ static int enter(int fd, const void *buf, size_t n, double timeout_s, uint64_t *
 ssize_t fut_read(int fd, void *buf, size_t n, double timeout_s)
 {
     uint64_t dl;
-    int rc = enter(fd, buf, n, timeout_s, &dl);
+    int rc = fut__io_enter(fd, buf, n, timeout_s, &dl);
 
     return rc != 0 ? rc : fut__io_read(fd, buf, n, dl);
 }
@@ -247,7 +247,7 @@ ssize_t fut_read(int fd, void *buf, size_t n, double timeout_s)
 ssize_t fut_write(int fd, const void *buf, size_t n, double timeout_s)
 {
     uint64_t dl;
-    int rc = enter(fd, buf, n, timeout_s, &dl);
+    int rc = fut__io_enter(fd, buf, n, timeout_s, &dl);
 
     return rc != 0 ? rc : fut__io_write(fd, buf, n, -1, dl);
 }
@@ -256,7 +256,7 @@ ssize_t fut_recv(int fd, void *buf, size_t n, int flags, double timeout_s)
 {
     uint64_t dl;
     ssize_t r;
-    int rc = enter(fd, buf, n, timeout_s, &dl);
+    int rc = fut__io_enter(fd, buf, n, timeout_s, &dl);
 
     if (rc != 0)
         return rc;
@@ -276,7 +276,7 @@ ssize_t fut_recv(int fd, void *buf, size_t n, int flags, double timeout_s)
 ssize_t fut_send(int fd, const void *buf, size_t n, int flags, double timeout_s)
 {
     uint64_t dl;
-    int rc = enter(fd, buf, n, timeout_s, &dl);
+    int rc = fut__io_enter(fd, buf, n, timeout_s, &dl);
 
     if (rc != 0)
         return rc;
@@ -297,7 +297,7 @@ static int accept_transient(int e)
 int fut_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, double timeout_s)
 {
     uint64_t dl;
-    int rc = enter(fd, NULL, 0, timeout_s, &dl), c;
+    int rc = fut__io_enter(fd, NULL, 0, timeout_s, &dl), c;
 
     if (rc != 0)
         return rc;
@@ -340,7 +340,7 @@ int fut__io_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint
 int fut_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, double timeout_s)
 {
     uint64_t dl;
-    int rc = enter(fd, NULL, 0, timeout_s, &dl);
+    int rc = fut__io_enter(fd, NULL, 0, timeout_s, &dl);
 
     if (rc != 0)
         return rc;

@@ -61,6 +61,10 @@ int fut__io_detach_here(fut_runtime *rt, int fd, int closing);
  * none) from timeout_s, or 1 for NaN (callers check with this). */
 #define FUT__NO_DEADLINE UINT64_MAX
 int fut__io_deadline(double timeout_s, uint64_t *deadline);
+/* The checks every descriptor call makes first: 0, or -EBADF (fd < 0),
+ * -EINVAL (buf NULL with n > 0, timeout NaN), -EDEADLK (a plain
+ * continuation on a dispatcher); *deadline set from timeout_s. */
+int fut__io_enter(int fd, const void *buf, size_t n, double timeout_s, uint64_t *deadline);
 /* The calls with an absolute deadline (for the stream and server code). */
 long fut__io_read(int fd, void *buf, size_t n, uint64_t deadline);
 long fut__io_write(int fd, const void *buf, size_t n, int flags, uint64_t deadline);

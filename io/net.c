@@ -255,7 +255,8 @@ static int lookup_offloaded(fut_runtime *rt, const char *host, const char *port,
     return err;
 }
 
-/* The addresses of host:port: 0 or an errno. */
+/* The addresses of host:port: 0 or an errno (EDEADLK: a lookup would be
+ * needed in a plain continuation, where it would block the dispatcher). */
 static int resolve(const char *host, const char *port, int passive, uint64_t deadline,
                    struct addrs *as)
 {
@@ -265,6 +266,8 @@ static int resolve(const char *host, const char *port, int passive, uint64_t dea
     memset(as, 0, sizeof *as);
     if (numeric(host, port, as))
         return 0;
+    if (fut__io_mode() == FUT__IO_REFUSE)
+        return EDEADLK;
     if (fut__coro_running != NULL)
         return lookup_offloaded(fut__coro_running->rt, host, port, passive, deadline, as);
     errno = 0;
@@ -318,8 +321,6 @@ int fut_tcp_listen(const char *host, const char *port, int backlog)
 
     if (port == NULL)
         return -EINVAL;
-    if (fut__io_mode() == FUT__IO_REFUSE && !numeric(host, port, &as))
-        return -EDEADLK; /* a lookup would block the dispatcher */
     if ((rc = resolve(host, port, 1, FUT__NO_DEADLINE, &as)) != 0)
         return -rc;
     if (backlog <= 0)

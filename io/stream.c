@@ -146,15 +146,10 @@ static long fill(fut_stream *s, uint64_t deadline)
     return r;
 }
 
+/* The checks every call makes first (io/calls.c's): 0 or -code. */
 static int enter(fut_stream *s, const void *buf, size_t n, double timeout_s, uint64_t *deadline)
 {
-    if (s == NULL || (buf == NULL && n > 0))
-        return -EINVAL;
-    if (fut__io_deadline(timeout_s, deadline) != 0)
-        return -EINVAL;
-    if (fut__io_mode() == FUT__IO_REFUSE)
-        return -EDEADLK;
-    return 0;
+    return s == NULL ? -EINVAL : fut__io_enter(s->fd, buf, n, timeout_s, deadline);
 }
 
 ssize_t fut_stream_read(fut_stream *s, void *buf, size_t n, double timeout_s)

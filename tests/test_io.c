@@ -1,7 +1,6 @@
 /* test_io.c - waiting on descriptors with pipes and socketpairs: fut_io_wait (a write from another thread, fut_then, fut_await in a coroutine, already ready, FUT_IO_WRITE at once, end of stream, fut_timeout removing the interest, fut_race, fut_gather, cancel without a leak, bad arguments, regular files and directories EPERM, closed numbers EBADF); fut_read / fut_write / fut_recv / fut_send in a coroutine and on the main thread (partial reads, 16 MiB to a slow reader checked byte by byte, end of stream, timeouts bounding the whole call, timeout 0, cancel while waiting returning -ECANCELED once, -EPIPE with SIGPIPE at its default disposition, -EBADF, -EINVAL), -EDEADLK in a plain continuation before any system call, fut_io_detach and fut_close while awaited, a plain close() whose number is reused while a wait is pending, fut_runtime_free while coroutines wait, and fork() (the parent's runtime is refused in the child with FUT_EFORKED, a runtime made there works, the parent's poller goes on). Every test ends with as many open descriptors as it began with. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
@@ -28,64 +27,6 @@ static fut_runtime *g_rt;
 #define SLACK_S (5.0 * TU_SLOW)
 
 #define EV_ALL (FUT_IO_READ | FUT_IO_WRITE | FUT_IO_ERR | FUT_IO_HUP)
-
-/* ------------------------------------------------------------------------
- * Descriptor accounting
- * ---------------------------------------------------------------------- */
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
-/* The open descriptors and what they are, for a failure message. */
-static void describe_fds(char *out, size_t size)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL && used + 64 < size) {
-        char path[300], target[128];
-        ssize_t k;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        k = readlink(path, target, sizeof target - 1);
-        target[k > 0 ? k : 0] = '\0';
-        used += (size_t)snprintf(out + used, size - used, " %s=%.40s", e->d_name, target);
-    }
-    closedir(d);
-}
-
-#define FD_BEGIN() int fd_base_ = count_fds()
-
-/* Descriptors may be closed by the dispatcher a moment after the future
- * that tells us settles: poll (bounded), then compare. */
-#define FD_END()                                                               \
-    do {                                                                       \
-        bool fd_ok_;                                                           \
-        TU_POLL(fd_ok_, count_fds() == fd_base_, 2000);                        \
-        if (!fd_ok_) {                                                         \
-            char fd_list_[2048];                                               \
-            describe_fds(fd_list_, sizeof fd_list_);                           \
-            ck_abort_msg("descriptor leak: %d open at the start, %d at the end:%s", \
-                         fd_base_, count_fds(), fd_list_);                     \
-        }                                                                      \
-    } while (0)
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -300,7 +241,7 @@ static void barrier(fut_runtime *rt)
 
 START_TEST(test_wait_basic)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2], sv[2];
     fut_future *f;
     struct feeder fd;
@@ -391,7 +332,7 @@ START_TEST(test_wait_basic)
     close2(p);
     close2(sv);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -414,7 +355,7 @@ static void *on_readable(void *value, void *arg)
 
 START_TEST(test_wait_then)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2];
     fut_future *f, *g;
     struct then_rec rec = { .fd = -1 };
@@ -442,7 +383,7 @@ START_TEST(test_wait_then)
     ck_assert_int_eq(fut_io_detach(g_rt, p[0]), 0);
     close2(p);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -473,7 +414,7 @@ static void *await_readable(void *arg)
 
 START_TEST(test_wait_await)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2];
     fut_future *co;
     struct await_ctx c = { .fd = -1 };
@@ -501,14 +442,14 @@ START_TEST(test_wait_await)
     ck_assert_int_eq(fut_io_detach(g_rt, p[0]), 0);
     close2(p);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
 /* fut_timeout, fut_race, fut_gather. */
 START_TEST(test_wait_combinators)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int a[2], b[2], c[2];
     fut_future *f, *t, *fs[2], *r, *g;
     void **vals;
@@ -615,7 +556,7 @@ START_TEST(test_wait_combinators)
     close2(b);
     close2(c);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -623,7 +564,7 @@ END_TEST
  * again afterwards. */
 START_TEST(test_wait_cancel)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2];
     fut_future *f;
     bool ok;
@@ -672,7 +613,7 @@ START_TEST(test_wait_cancel)
     ck_assert_int_eq(fut_io_detach(g_rt, p[0]), 0);
     close2(p);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -745,7 +686,7 @@ static void *race_thread(void *arg)
 
 START_TEST(test_wait_cancel_races)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct race_arg a[RACE_THREADS];
     pthread_t th[RACE_THREADS];
     int p[RACE_THREADS][2], i;
@@ -777,13 +718,13 @@ START_TEST(test_wait_cancel_races)
         close2(p[i]);
     }
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
 START_TEST(test_wait_bad_args)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2], file, dir;
     char tmpl[] = "/tmp/test_io_XXXXXX";
     fut_future *f;
@@ -846,7 +787,7 @@ START_TEST(test_wait_bad_args)
 
     close2(p);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -941,11 +882,11 @@ static void *partial_body(void *arg)
 
 START_TEST(test_calls_partial)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     both_worlds(partial_body);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1059,13 +1000,13 @@ static void big_transfer(bool socket, bool in_coroutine)
 
 START_TEST(test_calls_big_write)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     big_transfer(false, true);
     big_transfer(true, true);
     big_transfer(false, false);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1124,11 +1065,11 @@ static void *timeout_body(void *arg)
 
 START_TEST(test_calls_timeouts)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     both_worlds(timeout_body);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1178,11 +1119,11 @@ static void *whole_call_body(void *arg)
 
 START_TEST(test_calls_whole_timeout)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     both_worlds(whole_call_body);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1245,7 +1186,7 @@ static void *epipe_body(void *arg)
 
 START_TEST(test_calls_epipe)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     sigset_t set;
 
     signal(SIGPIPE, SIG_DFL);
@@ -1257,7 +1198,7 @@ START_TEST(test_calls_epipe)
     ck_assert_int_eq(sigpending(&set), 0);
     ck_assert(!sigismember(&set, SIGPIPE));
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 /* -EBADF and -EINVAL. */
@@ -1307,11 +1248,11 @@ static void *bad_body(void *arg)
 
 START_TEST(test_calls_bad)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     both_worlds(bad_body);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1362,7 +1303,7 @@ static const char *op_name(int op)
 
 START_TEST(test_calls_cancel)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     for (int op = 0; op < OP_COUNT; op++) {
         int p[2];
@@ -1412,7 +1353,7 @@ START_TEST(test_calls_cancel)
                       (unsigned long long)fut_runtime_live(g_rt));
     }
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1444,7 +1385,7 @@ static void *in_continuation(void *value, void *arg)
 
 START_TEST(test_continuation_edeadlk)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct cont_ctx c;
     fut_future *s, *t;
     char buf[8];
@@ -1478,7 +1419,7 @@ START_TEST(test_continuation_edeadlk)
     close2(c.p);
     close2(c.sv);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1535,7 +1476,7 @@ static void start_reader(struct reader_ctx *c, fut_future **co, int fd, double t
 
 START_TEST(test_detach_close_awaited)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2], q[2], w[2];
     struct reader_ctx c;
     fut_future *co, *closer, *f;
@@ -1587,7 +1528,7 @@ START_TEST(test_detach_close_awaited)
     close2(q);
     close2(w);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1611,7 +1552,7 @@ static void pipe_on_number(int q[2], int old)
 
 START_TEST(test_close_reuse)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2], q[2];
     int old;
     fut_future *f1, *f2, *co;
@@ -1677,7 +1618,7 @@ START_TEST(test_close_reuse)
     ck_assert_int_eq(fut_io_detach(g_rt, q[0]), 0);
     close2(q);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1706,7 +1647,7 @@ static void *free_waiter(void *arg)
 
 START_TEST(test_runtime_free_waiting)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[NWAITERS][2];
     struct free_ctx c[NWAITERS];
     fut_future *co[NWAITERS], *w;
@@ -1750,7 +1691,7 @@ START_TEST(test_runtime_free_waiting)
     }
     ck_assert_int_eq(fut_state(w), FUT_CANCELLED);
     fut_release(w);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1831,7 +1772,7 @@ static void child_main(fut_runtime *prt, int pfd)
 
 START_TEST(test_fork)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2], s[2];
     fut_future *pending, *f;
     pid_t pid;
@@ -1890,7 +1831,7 @@ START_TEST(test_fork)
     close2(p);
     close2(s);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1927,7 +1868,7 @@ static void *busy_mark(void *v, void *arg)
 
 START_TEST(test_busy_dispatcher_polls)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int p[2];
     fut_future *spin, *w, *c;
     double t0;
@@ -1956,7 +1897,7 @@ START_TEST(test_busy_dispatcher_polls)
     ck_assert_int_eq(fut_io_detach(g_rt, p[0]), 0);
     close2(p);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1989,7 +1930,7 @@ static void *exit_stuck(void *arg)
 
 START_TEST(test_exit_prompt)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     int with_stuck;
 
     for (with_stuck = 0; with_stuck <= 1; with_stuck++) {
@@ -2036,7 +1977,7 @@ START_TEST(test_exit_prompt)
         close2(stuck_pipe);
         close2(report_pipe);
     }
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 

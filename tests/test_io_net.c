@@ -2,7 +2,6 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -19,64 +18,6 @@ static fut_runtime *g_rt;
 
 /* Generous upper bound for "returned promptly" (seconds). */
 #define SLACK_S (5.0 * TU_SLOW)
-
-/* ------------------------------------------------------------------------
- * Descriptor accounting
- * ---------------------------------------------------------------------- */
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
-/* The open descriptors and what they are, for a failure message. */
-static void describe_fds(char *out, size_t size)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL && used + 64 < size) {
-        char path[300], target[128];
-        ssize_t k;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        k = readlink(path, target, sizeof target - 1);
-        target[k > 0 ? k : 0] = '\0';
-        used += (size_t)snprintf(out + used, size - used, " %s=%.40s", e->d_name, target);
-    }
-    closedir(d);
-}
-
-#define FD_BEGIN() int fd_base_ = count_fds()
-
-/* Descriptors may be closed by the dispatcher a moment after the future
- * that tells us settles: poll (bounded), then compare. */
-#define FD_END()                                                               \
-    do {                                                                       \
-        bool fd_ok_;                                                           \
-        TU_POLL(fd_ok_, count_fds() == fd_base_, 2000);                        \
-        if (!fd_ok_) {                                                         \
-            char fd_list_[2048];                                               \
-            describe_fds(fd_list_, sizeof fd_list_);                           \
-            ck_abort_msg("descriptor leak: %d open at the start, %d at the end:%s", \
-                         fd_base_, count_fds(), fd_list_);                     \
-        }                                                                      \
-    } while (0)
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -332,7 +273,7 @@ static void *thread_adapter(void *arg)
 
 START_TEST(test_listen_connect)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct pair_ctx c = { .host = "127.0.0.1" };
     fut_future *fs[2], *g;
     pthread_t th;
@@ -394,7 +335,7 @@ START_TEST(test_listen_connect)
     ck_assert(!fd_is_open(c.lfd));
     ck_assert_int_eq(fut_close(c.lfd), -EBADF);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -428,7 +369,7 @@ static void *own_connect_body(void *arg)
 
 START_TEST(test_own_socket_connect)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct own_ctx c;
     char port[16];
 
@@ -438,7 +379,7 @@ START_TEST(test_own_socket_connect)
     both_worlds(own_connect_body, &c);
     ck_assert_int_eq(fut_close(c.lfd), 0);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -464,7 +405,7 @@ static void *refused_body(void *arg)
 
 START_TEST(test_refused)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     char port[16];
     int lfd;
 
@@ -473,7 +414,7 @@ START_TEST(test_refused)
     ck_assert_int_eq(fut_close(lfd), 0);
     both_worlds(refused_body, port);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -507,7 +448,7 @@ static void hard_close(int fd)
 
 START_TEST(test_reset)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     char port[16];
     int lfd, cfd, afd;
     struct reset_ctx c;
@@ -547,7 +488,7 @@ START_TEST(test_reset)
     }
     ck_assert_int_eq(fut_close(lfd), 0);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -624,7 +565,7 @@ static void *full_queue_body(void *arg)
 
 START_TEST(test_timeouts)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     char port[16];
     int lfd;
     struct full_ctx c;
@@ -647,7 +588,7 @@ START_TEST(test_timeouts)
         ck_assert_int_eq(fut_close(lfd), 0);
     }
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -681,7 +622,7 @@ static void echo_handler(fut_stream *conn, void *arg);
 
 START_TEST(test_names_and_args)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     g_rt = tu_rt_new(2);
     both_worlds(names_body, NULL);
     errno = 0;
@@ -700,7 +641,7 @@ START_TEST(test_names_and_args)
     ck_assert_int_eq(fut_stream_fd(NULL), -EINVAL);
     ck_assert_int_eq(fut_stream_close(NULL), 0);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -717,17 +658,17 @@ static void *net_in_continuation(void *value, void *arg)
     struct cont_ctx *c = arg;
     struct sockaddr_in a = local_addr(atoi(c->port));
     (void)value;
-    c->fds_before = count_fds();
+    c->fds_before = tu_count_fds();
     c->r[0] = fut_accept(c->lfd, NULL, NULL, 1.0);
     c->r[1] = fut_connect(c->lfd, (struct sockaddr *)&a, sizeof a, 1.0);
     c->r[2] = fut_tcp_connect("127.0.0.1", c->port, 1.0);
-    c->fds_after = count_fds();
+    c->fds_after = tu_count_fds();
     return TU_PTR(1);
 }
 
 START_TEST(test_continuation_edeadlk)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct cont_ctx c;
     fut_future *s, *t;
     int cfd;
@@ -755,7 +696,7 @@ START_TEST(test_continuation_edeadlk)
     close(cfd);
     ck_assert_int_eq(fut_close(c.lfd), 0);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -959,7 +900,7 @@ static void *partial_line_body(void *arg)
 
 START_TEST(test_streams)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     signal(SIGPIPE, SIG_DFL);
     g_rt = tu_rt_new(2);
     both_worlds(lines_body, NULL);
@@ -968,7 +909,7 @@ START_TEST(test_streams)
     both_worlds(until_body, NULL);
     both_worlds(partial_line_body, NULL);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1001,7 +942,7 @@ static void *open_conn_body(void *arg)
 
 START_TEST(test_open_connection)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     char port[16];
     int lfd;
 
@@ -1010,7 +951,7 @@ START_TEST(test_open_connection)
     both_worlds(open_conn_body, TU_PTR(lfd));
     ck_assert_int_eq(fut_close(lfd), 0);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1076,7 +1017,7 @@ static void *echo_client(void *arg)
 
 START_TEST(test_serve_echo)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct srv_stats st;
     fut_server *srv;
     fut_future *cl[NECHO], *g, *closed;
@@ -1123,7 +1064,7 @@ START_TEST(test_serve_echo)
     /* Closed: refused. */
     ck_assert_int_eq(fut_tcp_connect("127.0.0.1", port, 10.0), -ECONNREFUSED);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1150,7 +1091,7 @@ static void slow_handler(fut_stream *conn, void *arg)
 
 START_TEST(test_server_close_waits)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct slow_handler_ctx c;
     fut_promise *rel;
     fut_server *srv;
@@ -1203,7 +1144,7 @@ START_TEST(test_server_close_waits)
     fut_promise_free(rel);
     fut_release(c.release);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1229,7 +1170,7 @@ static void waiting_handler(fut_stream *conn, void *arg)
 
 START_TEST(test_server_runtime_shutdown)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct shut_ctx c;
     fut_server *srv;
     fut_future *closed;
@@ -1264,7 +1205,7 @@ START_TEST(test_server_runtime_shutdown)
         ck_assert_msg(fut_state(closed) != FUT_PENDING, "a pending future after the shutdown");
         fut_release(closed);
     }
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1388,7 +1329,7 @@ static long raise_nofile(void)
 
 START_TEST(test_many_connections)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct srv_stats st;
     struct many_ctx c;
     fut_server *srv;
@@ -1463,7 +1404,7 @@ START_TEST(test_many_connections)
     free(cl);
     free(args);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 
@@ -1517,7 +1458,7 @@ static void req_loop_handler(fut_stream *conn, void *arg)
 
 START_TEST(test_idle_connections)
 {
-    FD_BEGIN();
+    TU_FD_BEGIN();
     struct srv_stats st;
     struct many_ctx c;
     fut_server *srv;
@@ -1597,7 +1538,7 @@ START_TEST(test_idle_connections)
     free(idle);
     free(args);
     tu_rt_finish(g_rt);
-    FD_END();
+    TU_FD_END();
 }
 END_TEST
 

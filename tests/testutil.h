@@ -9,6 +9,7 @@
 #endif
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -566,5 +567,65 @@ static TU_UNUSED void tu_quiet_unobserved(int code, const char *message, void *a
     if (arg)
         atomic_fetch_add((atomic_uint *)arg, 1);
 }
+
+/* ------------------------------------------------------------------------
+ * Descriptor accounting: a test that opens descriptors ends with as many
+ * open as it began with (TU_FD_BEGIN at its start, TU_FD_END at its end)
+ * ---------------------------------------------------------------------- */
+
+static TU_UNUSED int tu_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+/* The open descriptors and what they are, for a failure message. */
+static TU_UNUSED void tu_describe_fds(char *out, size_t size)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    size_t used = 0;
+
+    out[0] = '\0';
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL && used + 64 < size) {
+        char path[300], target[128];
+        ssize_t k;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        k = readlink(path, target, sizeof target - 1);
+        target[k > 0 ? k : 0] = '\0';
+        used += (size_t)snprintf(out + used, size - used, " %s=%.40s", e->d_name, target);
+    }
+    closedir(d);
+}
+
+#define TU_FD_BEGIN() int fd_base_ = tu_count_fds()
+
+/* Descriptors may be closed by the dispatcher a moment after the future
+ * that tells us settles: poll (bounded), then compare. */
+#define TU_FD_END()                                                               \
+    do {                                                                       \
+        bool fd_ok_;                                                           \
+        TU_POLL(fd_ok_, tu_count_fds() == fd_base_, 2000);                        \
+        if (!fd_ok_) {                                                         \
+            char fd_list_[2048];                                               \
+            tu_describe_fds(fd_list_, sizeof fd_list_);                           \
+            ck_abort_msg("descriptor leak: %d open at the start, %d at the end:%s", \
+                         fd_base_, tu_count_fds(), fd_list_);                     \
+        }                                                                      \
+    } while (0)
+
 
 #endif /* FUT_TESTUTIL_H */
